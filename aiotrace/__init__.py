@@ -1,0 +1,41 @@
+"""aiotrace: an execution tracer for asyncio, in the spirit of Go's runtime/trace.
+
+``aiotrace.start(sink)`` / ``aiotrace.stop()`` (or ``with aiotrace.tracing(sink)``)
+record a trace; ``aiotrace.reader`` reads it back; the ``aiotrace`` command
+dumps and analyses it. This module only re-exports the producer's names:
+importing it does not import the reader.
+"""
+
+from . import sinks as sinks
+from ._annotate import BACKGROUND_TASK as BACKGROUND_TASK
+from ._annotate import NO_TASK as NO_TASK
+from ._annotate import log as log
+from ._annotate import logf as logf
+from ._errors import TraceError as TraceError
+from ._errors import TracingError as TracingError
+from ._errors import TracingWarning as TracingWarning
+from ._tracer import Tracer as Tracer
+from ._tracer import astop as astop
+from ._tracer import is_enabled as is_enabled
+from ._tracer import start as start
+from ._tracer import stop as stop
+from ._tracer import tracing as tracing
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "BACKGROUND_TASK",
+    "NO_TASK",
+    "TraceError",
+    "Tracer",
+    "TracingError",
+    "TracingWarning",
+    "astop",
+    "is_enabled",
+    "log",
+    "logf",
+    "sinks",
+    "start",
+    "stop",
+    "tracing",
+)

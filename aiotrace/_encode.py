@@ -1,0 +1,195 @@
+"""Encoding of in-memory events into format v1 frames, off the hot path.
+
+One ``Encoder`` owns the current generation: its string and stack tables and
+its counters. Tables start empty in every generation, so each generation can
+be read on its own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from types import CodeType
+from typing import Any
+
+import msgpack
+
+from ._format.framing import FrameKind, frame
+from ._format.spec import C, SPECS, ResourceKind
+from ._recorder import Event, clock
+
+MAX_STRING = 1 << 16
+"""Longer strings are cut to this many characters, with a marker."""
+
+_LABEL = C["Label"]
+
+
+def _clip(value: object) -> str:
+    s = value if type(value) is str else _to_str(value)
+    if len(s) > MAX_STRING:
+        s = s[:MAX_STRING] + f"...[{len(s) - MAX_STRING} more chars]"
+    return s
+
+
+def _to_str(value: object) -> str:
+    try:
+        return str(value)
+    except Exception as exc:  # a user's __str__ must not break the trace
+        return f"<unprintable {type(value).__name__}: {type(exc).__name__}>"
+
+
+class Encoder:
+    """Encoder turns drained events into frames, one generation at a time."""
+
+    def __init__(self) -> None:
+        self._packer = msgpack.Packer(autoreset=True, use_bin_type=True)
+        self.generation = -1
+        self.batches = 0
+        self.events = 0
+        self.bytes = 0
+        self.started_ns = 0
+        self._strings: dict[str, int] = {}
+        self._stacks: dict[Any, int] = {}
+        self._new_strings: list[str] = []
+        self._new_stacks: list[list[Any]] = []
+        self._threads_seen: set[int] = set()
+        self._convert: dict[int, Callable[[Event, int], tuple[Any, ...]]] = {}
+        self._nargs: dict[int, int] = {}
+        for spec in SPECS:
+            self._nargs[spec.code] = len(spec.args)
+            if spec.string_args or spec.stack_args:
+                self._convert[spec.code] = self._converter(
+                    spec.code, spec.string_args, spec.stack_args
+                )
+
+    def _converter(
+        self, code: int, strings: tuple[int, ...], stacks: tuple[int, ...]
+    ) -> Callable[[Event, int], tuple[Any, ...]]:
+        string_id = self.string_id
+        stack_id = self.stack_id
+
+        def convert(ev: Event, dt: int) -> tuple[Any, ...]:
+            args = list(ev[2:])
+            for i in strings:
+                args[i] = string_id(args[i])
+            for i in stacks:
+                args[i] = stack_id(args[i])
+            return (code, dt, *args)
+
+        return convert
+
+    def string_id(self, value: object) -> int:
+        """Returns the id of a string in this generation, defining it if new."""
+        sid = self._strings.get(value) if type(value) is str else None
+        if sid is None:
+            s = _clip(value)
+            sid = self._strings.get(s)
+            if sid is None:
+                sid = len(self._strings)
+                self._strings[s] = sid
+                self._new_strings.append(s)
+        return sid
+
+    def stack_id(self, stack: Any) -> int:
+        """Returns the id of a stack in this generation (0 for none), defining it."""
+        if not stack:
+            return 0
+        kid = self._stacks.get(stack)
+        if kid is None:
+            flat: list[Any] = []
+            for fr in stack:
+                if isinstance(fr[0], CodeType):
+                    co: CodeType = fr[0]
+                    flat += (
+                        self.string_id(co.co_qualname),
+                        self.string_id(co.co_filename),
+                        fr[1] if type(fr[1]) is int else 0,
+                    )
+                else:
+                    func, file, line = fr
+                    flat += (
+                        self.string_id(func),
+                        self.string_id(file),
+                        line if type(line) is int else 0,
+                    )
+            kid = len(self._stacks) + 1
+            self._stacks[stack] = kid
+            self._new_stacks.append(flat)
+        return kid
+
+    def begin_generation(self, lost_events: int) -> bytes:
+        """Starts a new generation and returns its GENERATION frame."""
+        self.generation += 1
+        self.batches = self.events = self.bytes = 0
+        self._strings.clear()
+        self._stacks.clear()
+        self._new_strings.clear()
+        self._new_stacks.clear()
+        self._threads_seen.clear()
+        self.started_ns = now = clock()
+        wall = time.time_ns()
+        payload = self._packer.pack([self.generation, now, wall, lost_events])
+        return self._count(frame(FrameKind.GENERATION, payload))
+
+    def end_generation(self) -> bytes:
+        """Closes the generation and returns its GENERATION_END frame."""
+        payload = self._packer.pack([self.generation, self.batches, self.events])
+        return self._count(frame(FrameKind.GENERATION_END, payload))
+
+    def end_trace(self, lost_events: int) -> bytes:
+        """Returns the TRACE_END frame."""
+        return frame(FrameKind.TRACE_END, self._packer.pack([lost_events]))
+
+    def encode_batch(
+        self, thread_id: int, thread_name: str, events: list[Event]
+    ) -> bytes:
+        """Returns the frames for one thread's events: new table entries, then
+        the BATCH frame. The first batch of a thread in a generation also
+        labels the thread with its name.
+
+        Raises:
+            ValueError: an event does not match the spec table (a bug in the
+                code that recorded it).
+        """
+        convert = self._convert
+        nargs = self._nargs
+        base = events[0][1] if events else clock()
+        out: list[Any] = [thread_id, base]
+        append = out.append
+        if thread_id not in self._threads_seen:
+            self._threads_seen.add(thread_id)
+            label = (_LABEL, base, ResourceKind.THREAD, thread_id, thread_name)
+            append(convert[_LABEL](label, 0))
+        last = base
+        for ev in events:
+            code = ev[0]
+            want = nargs.get(code)
+            if want is None or len(ev) != want + 2:
+                raise ValueError(f"event {ev[:2]!r} does not match the spec table")
+            t = ev[1]
+            conv = convert.get(code)
+            if conv is None:
+                append((code, t - last, *ev[2:]))
+            else:
+                append(conv(ev, t - last))
+            last = t
+        parts: list[bytes] = []
+        if self._new_strings:
+            parts.append(self._table(FrameKind.STRINGS, self._new_strings, 0))
+        if self._new_stacks:
+            parts.append(self._table(FrameKind.STACKS, self._new_stacks, 1))
+        parts.append(frame(FrameKind.BATCH, self._packer.pack(out)))
+        self.batches += 1
+        self.events += len(out) - 2
+        return self._count(b"".join(parts))
+
+    def _table(self, kind: FrameKind, entries: list[Any], first_id: int) -> bytes:
+        table = self._strings if kind is FrameKind.STRINGS else self._stacks
+        start = len(table) - len(entries) + first_id
+        data = frame(kind, self._packer.pack([start, *entries]))
+        entries.clear()
+        return data
+
+    def _count(self, data: bytes) -> bytes:
+        self.bytes += len(data)
+        return data

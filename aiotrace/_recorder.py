@@ -1,0 +1,108 @@
+"""The hot path: append events to per-thread lists.
+
+An event in memory is a tuple ``(code, time_ns, *args)`` laid out as the spec
+table says (``_format.spec``). String arguments are any ``str`` and stack
+arguments are ``None`` or a tuple of frames, each ``(code_object, lineno)``
+or ``(func, file, lineno)``; the encoder interns both later, off the hot path.
+
+Recording is ``events.append((code, clock(), ...))``: one clock read and one
+append to a list owned by the recording thread. The drainer takes a prefix of
+each list with ``lst[:n]`` then ``del lst[:n]``; appends only ever add at the
+end, so the two steps never lose or repeat an event, with or without the GIL.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+clock: Final[Callable[[], int]] = time.perf_counter_ns
+"""The trace clock: monotonic nanoseconds (``time.perf_counter_ns``)."""
+
+Event = tuple[Any, ...]
+
+active: Recorder | None = None
+"""The recorder of the running tracer; None when tracing is off."""
+
+
+class ThreadBuffer:
+    """ThreadBuffer holds the events one OS thread has recorded and not yet drained."""
+
+    __slots__ = ("events", "name", "thread", "thread_id")
+
+    def __init__(self, thread: threading.Thread) -> None:
+        # Invariant: only the owning thread appends to events; only the
+        # drainer removes from it, and only from the front.
+        self.events: list[Event] = []
+        self.thread = thread
+        self.thread_id: int = threading.get_native_id()
+        self.name: str = thread.name
+
+
+class Recorder:
+    """Recorder collects events from every thread into per-thread buffers."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._buffers: list[ThreadBuffer] = []
+
+    def events(self) -> list[Event]:
+        """Returns the calling thread's event list; hooks append to it directly."""
+        try:
+            events: list[Event] = self._local.events
+        except AttributeError:
+            events = self._register()
+        return events
+
+    def emit(self, code: int, *args: Any) -> None:
+        """Records one event of type ``code`` now, from the calling thread."""
+        self.events().append((code, clock(), *args))
+
+    def emit_at(self, code: int, time_ns: int, *args: Any) -> None:
+        """Records one event with an explicit time (e.g. a range noticed late)."""
+        self.events().append((code, time_ns, *args))
+
+    def _register(self) -> list[Event]:
+        buf = ThreadBuffer(threading.current_thread())
+        with self._lock:
+            self._buffers.append(buf)
+        self._local.events = buf.events
+        return buf.events
+
+    def take(self) -> list[tuple[ThreadBuffer, list[Event]]]:
+        """Removes and returns every pending event, grouped by thread.
+
+        Buffers of threads that have exited and hold nothing are forgotten.
+        """
+        with self._lock:
+            buffers = list(self._buffers)
+        taken: list[tuple[ThreadBuffer, list[Event]]] = []
+        dead: list[ThreadBuffer] = []
+        for buf in buffers:
+            alive = buf.thread.is_alive()
+            events = buf.events
+            n = len(events)
+            if n:
+                chunk = events[:n]
+                del events[:n]
+                taken.append((buf, chunk))
+            elif not alive:
+                dead.append(buf)
+        if dead:
+            with self._lock:
+                self._buffers = [b for b in self._buffers if b not in dead]
+        return taken
+
+    def pending(self) -> int:
+        """Returns how many events wait in the thread buffers (approximate)."""
+        with self._lock:
+            buffers = list(self._buffers)
+        return sum(len(b.events) for b in buffers)
+
+    def threads(self) -> list[ThreadBuffer]:
+        """Returns the buffers of every thread that has recorded."""
+        with self._lock:
+            return list(self._buffers)
