@@ -1,0 +1,101 @@
+"""The ``aiotrace`` command line: a thin layer over the library."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="aiotrace",
+        description="An execution tracer for asyncio, in the spirit of Go's "
+        "runtime/trace.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = sub.add_parser("demo", help="trace a built-in program and dump its trace")
+    demo.add_argument(
+        "-o",
+        "--output",
+        metavar="DIR",
+        default="aiotrace-demo",
+        help="directory for demo.trace (default: ./aiotrace-demo)",
+    )
+    demo.add_argument(
+        "-n", "--lines", type=int, default=20, help="dump lines to print (default 20)"
+    )
+    dump = sub.add_parser("dump", help="print one line per event")
+    dump.add_argument("file", metavar="FILE", help="a trace file, or - for stdin")
+    dump.add_argument(
+        "--raw",
+        action="store_true",
+        help="raw events in file order, without ordering or context",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            return _demo(Path(args.output), args.lines)
+        return _dump(args.file, raw=args.raw)
+    except BrokenPipeError:
+        # `aiotrace dump t.trace | head` closes the pipe early: not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _dump(file: str, *, raw: bool, limit: int | None = None) -> int:
+    from .reader import Reader, TraceError, format_event
+
+    try:
+        stream = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
+    except OSError as exc:
+        print(f"aiotrace: {file}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    out = sys.stdout
+    n = 0
+    try:
+        with stream:
+            reader = Reader(stream)
+            if raw:
+                for rev in reader.raw():
+                    args = " ".join(f"{k}={v!r}" for k, v in zip(rev.spec.arg_names, rev.args, strict=True))
+                    out.write(f"{rev.time} T{rev.thread} {rev.spec.name} {args}\n")
+                    n += 1
+                    if limit is not None and n >= limit:
+                        break
+            else:
+                for ev in reader:
+                    out.write(format_event(ev) + "\n")
+                    n += 1
+                    if limit is not None and n >= limit:
+                        break
+    except TraceError as exc:
+        out.flush()
+        print(f"aiotrace: {file}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _demo(directory: Path, lines: int) -> int:
+    from . import _demo
+    from ._tracer import tracing
+
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "demo.trace"
+    with tracing(path) as tracer:
+        asyncio.run(_demo.main())
+    print(
+        f"aiotrace: traced the demo program: {tracer.events} events, "
+        f"{tracer.bytes_written} bytes -> {path}"
+    )
+    print(f"first {lines} events (aiotrace dump {path}):")
+    return _dump(str(path), raw=False, limit=lines)
