@@ -67,7 +67,10 @@ def _dump(file: str, *, raw: bool, limit: int | None = None) -> int:
             reader = Reader(stream)
             if raw:
                 for rev in reader.raw():
-                    args = " ".join(f"{k}={v!r}" for k, v in zip(rev.spec.arg_names, rev.args, strict=True))
+                    args = " ".join(
+                        f"{k}={v!r}"
+                        for k, v in zip(rev.spec.arg_names, rev.args, strict=True)
+                    )
                     out.write(f"{rev.time} T{rev.thread} {rev.spec.name} {args}\n")
                     n += 1
                     if limit is not None and n >= limit:

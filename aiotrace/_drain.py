@@ -14,6 +14,7 @@ later sync and at the end of the trace).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import warnings
@@ -186,7 +187,6 @@ class Drainer:
 
 
 def _warn(message: str) -> None:
-    try:
+    # Warnings configured as errors must not kill the thread.
+    with contextlib.suppress(Exception):
         warnings.warn(message, TracingWarning, stacklevel=2)
-    except Exception:  # warnings configured as errors must not kill the thread
-        pass

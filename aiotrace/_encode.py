@@ -15,7 +15,7 @@ from typing import Any
 import msgpack
 
 from ._format.framing import FrameKind, frame
-from ._format.spec import C, SPECS, ResourceKind
+from ._format.spec import SPECS, C, ResourceKind
 from ._recorder import Event, clock
 
 MAX_STRING = 1 << 16

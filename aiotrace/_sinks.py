@@ -15,6 +15,7 @@ the event loop that started tracing. aiotrace closes only what it opened.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import io
 import os
@@ -23,10 +24,9 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from ._errors import TracingError
-
 if TYPE_CHECKING:
     from .reader import Event
+
 
 class MemorySink:
     """MemorySink keeps a trace in memory, for tests and small programs."""
@@ -86,10 +86,8 @@ class SyncSink:
     def abort(self) -> None:
         """Closes what aiotrace opened, ignoring errors (the sink failed)."""
         if self._close is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self._close()
-            except Exception:
-                pass
 
 
 class AsyncSink:

@@ -8,7 +8,9 @@ starting event loop for async sinks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import sys
 import threading
 import warnings
 from types import TracebackType
@@ -190,15 +192,14 @@ class Tracer:
             what = f"the sink {self._sink.description} failed"
         else:
             what = f"the writer for {self._sink.description} was interrupted"
-        try:
+        # With warnings as errors this would raise; stop() still raises the error.
+        with contextlib.suppress(Exception):
             warnings.warn(
                 f"aiotrace: {what} ({type(exc).__name__}: {exc}); tracing stopped "
                 "and the program goes on; stop() will raise the error",
                 TracingWarning,
                 stacklevel=2,
             )
-        except Exception:  # warnings as errors: stop() still raises it
-            pass
 
     def _deactivate(self) -> bool:
         global _current
@@ -326,7 +327,7 @@ def is_enabled() -> bool:
     return _recorder.active is not None
 
 
-class tracing:  # noqa: N801 - used like a function, as contextlib's are
+class tracing:
     """tracing traces the body of a ``with`` or ``async with`` block.
 
     ``with aiotrace.tracing("t.trace"): asyncio.run(main())`` traces ``main``
@@ -407,8 +408,6 @@ def _loop_alive(loop: asyncio.AbstractEventLoop | None) -> bool:
 
 
 def _running_trio() -> Any:
-    import sys
-
     trio = sys.modules.get("trio")
     if trio is None:
         return None

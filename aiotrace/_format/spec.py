@@ -71,7 +71,7 @@ class EventSpec:
         return tuple(i for i, (_, a) in enumerate(self.args) if a is Arg.STACK)
 
 
-I, S, K, N = Arg.INT, Arg.STRING, Arg.STACK, Arg.NUMBER
+_I, _S, _K, _N = Arg.INT, Arg.STRING, Arg.STACK, Arg.NUMBER
 
 
 def _e(code: int, name: str, kind: Kind, *args: tuple[str, Arg]) -> EventSpec:
@@ -81,34 +81,34 @@ def _e(code: int, name: str, kind: Kind, *args: tuple[str, Arg]) -> EventSpec:
 # fmt: off
 SPECS: tuple[EventSpec, ...] = (
     # Generation header, carried by a GENERATION frame rather than a batch.
-    _e(1, "Sync", Kind.SYNC, ("generation", I), ("wall_time_ns", I), ("lost_events", I)),
+    _e(1, "Sync", Kind.SYNC, ("generation", _I), ("wall_time_ns", _I), ("lost_events", _I)),
     # Events dropped because the sink fell behind; count since the last record.
-    _e(2, "EventsLost", Kind.METRIC, ("count", I)),
-    _e(3, "Metric", Kind.METRIC, ("name", S), ("value", N)),
-    _e(4, "Label", Kind.LABEL, ("resource_kind", I), ("resource_id", I), ("label", S)),
-    _e(5, "StackSample", Kind.STACK_SAMPLE, ("thread", I), ("loop", I), ("coroutine", I), ("stack", K)),  # noqa: E501
-    _e(6, "RangeBegin", Kind.RANGE_BEGIN, ("name", S), ("scope_kind", I), ("scope_id", I), ("stack", K)),  # noqa: E501
-    _e(7, "RangeActive", Kind.RANGE_ACTIVE, ("name", S), ("scope_kind", I), ("scope_id", I)),  # noqa: E501
-    _e(8, "RangeEnd", Kind.RANGE_END, ("name", S), ("scope_kind", I), ("scope_id", I), ("stack", K)),  # noqa: E501
-    _e(9, "TaskBegin", Kind.TASK_BEGIN, ("task", I), ("parent", I), ("type", S), ("stack", K)),  # noqa: E501
-    _e(10, "TaskEnd", Kind.TASK_END, ("task", I), ("stack", K)),
-    _e(11, "RegionBegin", Kind.REGION_BEGIN, ("task", I), ("type", S), ("stack", K)),
-    _e(12, "RegionEnd", Kind.REGION_END, ("task", I), ("type", S), ("stack", K)),
-    _e(13, "Log", Kind.LOG, ("task", I), ("category", S), ("message", S), ("stack", K)),  # noqa: E501
+    _e(2, "EventsLost", Kind.METRIC, ("count", _I)),
+    _e(3, "Metric", Kind.METRIC, ("name", _S), ("value", _N)),
+    _e(4, "Label", Kind.LABEL, ("resource_kind", _I), ("resource_id", _I), ("label", _S)),
+    _e(5, "StackSample", Kind.STACK_SAMPLE, ("thread", _I), ("loop", _I), ("coroutine", _I), ("stack", _K)),
+    _e(6, "RangeBegin", Kind.RANGE_BEGIN, ("name", _S), ("scope_kind", _I), ("scope_id", _I), ("stack", _K)),
+    _e(7, "RangeActive", Kind.RANGE_ACTIVE, ("name", _S), ("scope_kind", _I), ("scope_id", _I)),
+    _e(8, "RangeEnd", Kind.RANGE_END, ("name", _S), ("scope_kind", _I), ("scope_id", _I), ("stack", _K)),
+    _e(9, "TaskBegin", Kind.TASK_BEGIN, ("task", _I), ("parent", _I), ("type", _S), ("stack", _K)),
+    _e(10, "TaskEnd", Kind.TASK_END, ("task", _I), ("stack", _K)),
+    _e(11, "RegionBegin", Kind.REGION_BEGIN, ("task", _I), ("type", _S), ("stack", _K)),
+    _e(12, "RegionEnd", Kind.REGION_END, ("task", _I), ("type", _S), ("stack", _K)),
+    _e(13, "Log", Kind.LOG, ("task", _I), ("category", _S), ("message", _S), ("stack", _K)),
     # Coroutine state machine. The coroutine is always explicit, so that a
     # generation (or a flight-recorder snapshot) needs no earlier context.
-    _e(14, "CoroCreate", Kind.STATE_TRANSITION, ("coroutine", I), ("stack", K)),  # NOT_EXIST -> RUNNABLE  # noqa: E501
-    _e(15, "CoroStart", Kind.STATE_TRANSITION, ("coroutine", I)),  # RUNNABLE -> RUNNING
-    _e(16, "CoroBlock", Kind.STATE_TRANSITION, ("coroutine", I), ("reason", S), ("stack", K)),  # RUNNING -> WAITING  # noqa: E501
-    _e(17, "CoroYield", Kind.STATE_TRANSITION, ("coroutine", I), ("stack", K)),  # RUNNING -> RUNNABLE  # noqa: E501
-    _e(18, "CoroUnblock", Kind.STATE_TRANSITION, ("coroutine", I), ("reason", S)),  # WAITING -> RUNNABLE  # noqa: E501
-    _e(19, "CoroEnd", Kind.STATE_TRANSITION, ("coroutine", I), ("reason", S)),  # RUNNING -> NOT_EXIST  # noqa: E501
-    _e(20, "CoroStatus", Kind.STATE_TRANSITION, ("coroutine", I), ("state", I)),  # UNDETERMINED -> state  # noqa: E501
+    _e(14, "CoroCreate", Kind.STATE_TRANSITION, ("coroutine", _I), ("stack", _K)),  # NOT_EXIST -> RUNNABLE
+    _e(15, "CoroStart", Kind.STATE_TRANSITION, ("coroutine", _I)),  # RUNNABLE -> RUNNING
+    _e(16, "CoroBlock", Kind.STATE_TRANSITION, ("coroutine", _I), ("reason", _S), ("stack", _K)),  # RUNNING -> WAITING
+    _e(17, "CoroYield", Kind.STATE_TRANSITION, ("coroutine", _I), ("stack", _K)),  # RUNNING -> RUNNABLE
+    _e(18, "CoroUnblock", Kind.STATE_TRANSITION, ("coroutine", _I), ("reason", _S)),  # WAITING -> RUNNABLE
+    _e(19, "CoroEnd", Kind.STATE_TRANSITION, ("coroutine", _I), ("reason", _S)),  # RUNNING -> NOT_EXIST
+    _e(20, "CoroStatus", Kind.STATE_TRANSITION, ("coroutine", _I), ("state", _I)),  # UNDETERMINED -> state
     # Loop (proc) state machine.
-    _e(21, "LoopStatus", Kind.STATE_TRANSITION, ("loop", I), ("state", I)),  # UNDETERMINED -> state  # noqa: E501
-    _e(22, "LoopRun", Kind.STATE_TRANSITION, ("loop", I)),  # IDLE -> RUNNING
-    _e(23, "LoopIdle", Kind.STATE_TRANSITION, ("loop", I)),  # RUNNING -> IDLE
-    _e(24, "LoopDestroy", Kind.STATE_TRANSITION, ("loop", I)),  # * -> NOT_EXIST
+    _e(21, "LoopStatus", Kind.STATE_TRANSITION, ("loop", _I), ("state", _I)),  # UNDETERMINED -> state
+    _e(22, "LoopRun", Kind.STATE_TRANSITION, ("loop", _I)),  # IDLE -> RUNNING
+    _e(23, "LoopIdle", Kind.STATE_TRANSITION, ("loop", _I)),  # RUNNING -> IDLE
+    _e(24, "LoopDestroy", Kind.STATE_TRANSITION, ("loop", _I)),  # * -> NOT_EXIST
 )
 # fmt: on
 

@@ -141,7 +141,9 @@ class Decoder:
         number, batches, events = _ints(payload, 3, "GENERATION_END", offset)
         n, time, wall, lost = self._gen
         if number != n:
-            raise TraceError(f"GENERATION_END for {number} closes generation {n}", offset)
+            raise TraceError(
+                f"GENERATION_END for {number} closes generation {n}", offset
+            )
         if batches != self._batches or events != len(self._events):
             raise TraceError(
                 f"generation {n} declares {batches} batches and {events} events, "
@@ -201,7 +203,11 @@ class Decoder:
 
     def _batch(self, payload: tuple[Any, ...], offset: int) -> None:
         self._need_gen("BATCH", offset)
-        if len(payload) < 2 or type(payload[0]) is not int or type(payload[1]) is not int:
+        if (
+            len(payload) < 2
+            or type(payload[0]) is not int
+            or type(payload[1]) is not int
+        ):
             raise TraceError("BATCH frame must start with [thread, base_time]", offset)
         thread = payload[0]
         t = payload[1]
@@ -212,7 +218,9 @@ class Decoder:
         checks = _CHECKS
         for i, ev in enumerate(payload[2:]):
             if type(ev) is not tuple or len(ev) < 2:
-                raise TraceError(f"event {i} of the batch is not [type, dt, ...]", offset)
+                raise TraceError(
+                    f"event {i} of the batch is not [type, dt, ...]", offset
+                )
             code = ev[0]
             check = checks.get(code) if type(code) is int else None
             dt = ev[1]
@@ -222,7 +230,7 @@ class Decoder:
             args = check(ev, strings, stacks)
             if type(args) is str:
                 raise TraceError(f"event {i} of the batch: {args}", offset)
-            append(RawEvent(t, thread, BY_CODE[code], args))
+            append(RawEvent(t, thread, BY_CODE[code], args))  # type: ignore[arg-type]
         self._batches += 1
 
 
@@ -261,7 +269,9 @@ def _make_check(spec: EventSpec) -> _Check:
     want = len(spec.args) + 2
     kinds = tuple(a for _, a in spec.args)
     name = spec.name
-    enums = {i: _ENUMS[name, a] for i, (a, _) in enumerate(spec.args) if (name, a) in _ENUMS}
+    enums = {
+        i: _ENUMS[name, a] for i, (a, _) in enumerate(spec.args) if (name, a) in _ENUMS
+    }
     plain = all(a is Arg.INT for a in kinds) and not enums
 
     def check(
@@ -275,7 +285,7 @@ def _make_check(spec: EventSpec) -> _Check:
                 if type(a) is not int:
                     return f"{name} argument of type {type(a).__name__}, expected int"
             return args
-        out = []
+        out: list[Any] = []
         for (argname, kind), a in zip(spec.args, args, strict=True):
             if kind is Arg.STRING:
                 if type(a) is not int or not 0 <= a < len(strings):
@@ -294,7 +304,7 @@ def _make_check(spec: EventSpec) -> _Check:
                     return f"{name}.{argname} must be an int, found {type(a).__name__}"
                 valid = enums.get(len(out))
                 if valid is not None and a not in valid:
-                    return f"{name}.{argname} is {a}, outside {valid.start}..{valid.stop - 1}"
+                    return f"{name}.{argname} is {a}, outside 0..{valid.stop - 1}"
                 out.append(a)
         return tuple(out)
 

@@ -87,7 +87,9 @@ class FrameParser:
                     "CRC-32 check (the trace is corrupt)",
                     offset,
                 )
-            frames.append(Frame(FrameKind(kind), _unpack(kind, payload, offset), offset))
+            frames.append(
+                Frame(FrameKind(kind), _unpack(kind, payload, offset), offset)
+            )
             pos = end
         if pos:
             del buf[:pos]

@@ -6,6 +6,8 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Protocol
 
+import anyio
+
 from ._decode import Decoder, Generation, RawEvent
 from ._frames import FrameParser
 from ._model import Event, TraceError
@@ -44,7 +46,9 @@ class _Pipeline:
         if parser.version is None:
             if end == 0:
                 raise TraceError("the trace is empty", 0)
-            raise TraceError(f"the trace is truncated inside its header ({end} bytes)", 0)
+            raise TraceError(
+                f"the trace is truncated inside its header ({end} bytes)", 0
+            )
         if parser.pending():
             where = f"inside a frame at byte {parser.offset}"
         elif decoder.in_generation() is not None:
@@ -74,7 +78,8 @@ class Reader:
     def __init__(self, stream: _Readable) -> None:
         if not callable(getattr(stream, "read", None)):
             raise TypeError(
-                f"Reader needs a binary stream with read(n), got {type(stream).__name__}"
+                "Reader needs a binary stream with read(n), "
+                f"got {type(stream).__name__}"
             )
         self._stream = stream
         self._pipeline = _Pipeline()
@@ -139,8 +144,6 @@ class AsyncReader:
         return max(self._typer.lost_events, self._pipeline.decoder.lost_events)
 
     async def _anyio_receive(self) -> bytes:
-        import anyio
-
         try:
             data: bytes = await self._stream.receive()
         except anyio.EndOfStream:

@@ -22,9 +22,9 @@ from ._model import (
     Event,
     EventKind,
     Label,
+    Log,
     LoopID,
     LoopState,
-    Log,
     Metric,
     Range,
     Region,
@@ -105,15 +105,28 @@ class Typer:
             yield handlers[ev.spec.name](ev, c)
 
     def _event(
-        self, kind: EventKind, ev: RawEvent, c: list[int], details: Any, stack: Any = NO_STACK
+        self,
+        kind: EventKind,
+        ev: RawEvent,
+        c: list[int],
+        details: Any,
+        stack: Any = NO_STACK,
     ) -> Event:
         return Event(
-            kind, ev.time, CoroID(c[1]), LoopID(c[0]), ThreadID(ev.thread), stack, details
+            kind,
+            ev.time,
+            CoroID(c[1]),
+            LoopID(c[0]),
+            ThreadID(ev.thread),
+            stack,
+            details,
         )
 
     def _lost(self, ev: RawEvent, c: list[int]) -> Event:
         self.lost_events += ev.args[0]
-        return self._event(EventKind.METRIC, ev, c, Metric(LOST_METRIC, self.lost_events))
+        return self._event(
+            EventKind.METRIC, ev, c, Metric(LOST_METRIC, self.lost_events)
+        )
 
     def _metric(self, ev: RawEvent, c: list[int]) -> Event:
         name, value = ev.args
@@ -121,7 +134,9 @@ class Typer:
 
     def _label(self, ev: RawEvent, c: list[int]) -> Event:
         kind, rid, label = ev.args
-        return self._event(EventKind.LABEL, ev, c, Label(label, _resource(kind, rid, ev)))
+        return self._event(
+            EventKind.LABEL, ev, c, Label(label, _resource(kind, rid, ev))
+        )
 
     def _sample(self, ev: RawEvent, c: list[int]) -> Event:
         thread, loop, coro, stack = ev.args
@@ -162,13 +177,17 @@ class Typer:
     def _region(self, ev: RawEvent, c: list[int]) -> Event:
         task, type_, stack = ev.args
         kind = (
-            EventKind.REGION_BEGIN if ev.spec.name == "RegionBegin" else EventKind.REGION_END
+            EventKind.REGION_BEGIN
+            if ev.spec.name == "RegionBegin"
+            else EventKind.REGION_END
         )
         return self._event(kind, ev, c, Region(TaskID(task), type_), stack)
 
     def _log(self, ev: RawEvent, c: list[int]) -> Event:
         task, category, message, stack = ev.args
-        return self._event(EventKind.LOG, ev, c, Log(TaskID(task), category, message), stack)
+        return self._event(
+            EventKind.LOG, ev, c, Log(TaskID(task), category, message), stack
+        )
 
     def _transition(
         self,
@@ -227,7 +246,9 @@ class Typer:
         coro, reason = ev.args
         old = self._coro.get(coro, CoroState.UNDETERMINED)
         self._coro[coro] = CoroState.RUNNABLE
-        return self._transition(ev, c, _COROUTINE, coro, old, CoroState.RUNNABLE, reason)
+        return self._transition(
+            ev, c, _COROUTINE, coro, old, CoroState.RUNNABLE, reason
+        )
 
     def _coro_status(self, ev: RawEvent, c: list[int]) -> Event:
         coro, state = ev.args
@@ -269,4 +290,3 @@ def _enum(cls: Any, value: int, ev: RawEvent) -> Any:
 
 def _resource(kind: int, rid: int, ev: RawEvent) -> ResourceID:
     return ResourceID(_enum(ResourceKind, kind, ev), rid)
-
