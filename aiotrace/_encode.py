@@ -117,8 +117,13 @@ class Encoder:
             self._new_stacks.append(flat)
         return kid
 
-    def begin_generation(self, lost_events: int) -> bytes:
-        """Starts a new generation and returns its GENERATION frame."""
+    def begin_generation(
+        self, lost_events: int, *, now: int | None = None, wall: int | None = None
+    ) -> bytes:
+        """Starts a new generation and returns its GENERATION frame.
+
+        ``now`` and ``wall`` default to the trace clock and the wall clock.
+        """
         self.generation += 1
         self.batches = self.events = self.bytes = 0
         self._strings.clear()
@@ -126,8 +131,8 @@ class Encoder:
         self._new_strings.clear()
         self._new_stacks.clear()
         self._threads_seen.clear()
-        self.started_ns = now = clock()
-        wall = time.time_ns()
+        self.started_ns = now = clock() if now is None else now
+        wall = time.time_ns() if wall is None else wall
         payload = self._packer.pack([self.generation, now, wall, lost_events])
         return self._count(frame(FrameKind.GENERATION, payload))
 

@@ -18,3 +18,9 @@ def _tracing_off() -> Iterator[None]:
             aiotrace.stop()
         finally:
             pytest.fail("the test left tracing on")
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Runs each anyio test on asyncio and on trio."""
+    return str(request.param)

@@ -220,12 +220,6 @@ class Event:
         """The stack recorded with this event, or an empty Stack."""
         return self._stack
 
-    def _get(self, cls: type[object], kinds: str) -> object:
-        d = self._details
-        if not isinstance(d, cls):
-            raise TypeError(f"{self.kind.name} event has no {kinds} details")
-        return d
-
     @property
     def state_transition(self) -> StateTransition:
         """Details of a STATE_TRANSITION event."""
@@ -319,7 +313,11 @@ def format_event(ev: Event) -> str:
         body = (
             f"{d.resource} {d.old.name}->{d.new.name}"
             + (f" reason={d.reason!r}" if d.reason else "")
-            + (f" tstack=[{format_stack(d.stack)}]" if d.stack else "")
+            + (
+                f" tstack=[{format_stack(d.stack)}]"
+                if d.stack and d.stack != ev._stack
+                else ""
+            )
         )
     elif type(d) is Task:
         body = f"task={d.id} parent={d.parent} type={d.type!r}"
@@ -338,5 +336,5 @@ def format_event(ev: Event) -> str:
     else:
         body = ""
     if ev._stack:
-        body += f" stack=[{format_stack(ev._stack)}]"
+        body = f"{body} stack=[{format_stack(ev._stack)}]".lstrip()
     return f"{head} {body}".rstrip()

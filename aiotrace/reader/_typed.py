@@ -17,6 +17,7 @@ from ._model import (
     NO_COROUTINE,
     NO_LOOP,
     NO_STACK,
+    NO_TASK,
     CoroID,
     CoroState,
     Event,
@@ -43,6 +44,11 @@ LOST_METRIC = "/aiotrace/lost:events"
 _by_time = attrgetter("time")
 
 _COROUTINE, _LOOP = ResourceKind.COROUTINE, ResourceKind.LOOP
+_NOT_EXIST, _RUNNABLE, _RUNNING = (
+    CoroState.NOT_EXIST,
+    CoroState.RUNNABLE,
+    CoroState.RUNNING,
+)
 
 
 class Typer:
@@ -51,9 +57,8 @@ class Typer:
     def __init__(self) -> None:
         # Per thread: [loop, coroutine] currently on it.
         self._ctx: dict[int, list[int]] = {}
-        self._coro: dict[int, CoroState] = {}
         self._loop: dict[int, LoopState] = {}
-        self._task_types: dict[int, str] = {}
+        self._tasks: dict[int, tuple[int, str]] = {}  # id -> (parent, type)
         self.lost_events = 0
         handlers: dict[str, Callable[[RawEvent, list[int]], Event]] = {
             "EventsLost": self._lost,
@@ -164,14 +169,14 @@ class Typer:
 
     def _task_begin(self, ev: RawEvent, c: list[int]) -> Event:
         task, parent, type_, stack = ev.args
-        self._task_types[task] = type_
+        self._tasks[task] = (parent, type_)
         details = Task(TaskID(task), TaskID(parent), type_)
         return self._event(EventKind.TASK_BEGIN, ev, c, details, stack)
 
     def _task_end(self, ev: RawEvent, c: list[int]) -> Event:
         task, stack = ev.args
-        type_ = self._task_types.pop(task, "")
-        details = Task(TaskID(task), TaskID(-1), type_)
+        parent, type_ = self._tasks.pop(task, (NO_TASK, ""))
+        details = Task(TaskID(task), TaskID(parent), type_)
         return self._event(EventKind.TASK_END, ev, c, details, stack)
 
     def _region(self, ev: RawEvent, c: list[int]) -> Event:
@@ -204,56 +209,49 @@ class Typer:
         st = StateTransition(ResourceID(kind, rid), reason, tstack, old, new)
         return self._event(EventKind.STATE_TRANSITION, ev, c, st, stack)
 
+    # A transition's old state is the one its event type implies, as in Go;
+    # checking it against the coroutine's history is the validator's job.
+
     def _coro_create(self, ev: RawEvent, c: list[int]) -> Event:
         coro, stack = ev.args
-        old = self._coro.get(coro, CoroState.NOT_EXIST)
-        self._coro[coro] = CoroState.RUNNABLE
         return self._transition(
-            ev, c, _COROUTINE, coro, old, CoroState.RUNNABLE, stack=stack
+            ev, c, _COROUTINE, coro, _NOT_EXIST, _RUNNABLE, stack=stack
         )
 
     def _coro_start(self, ev: RawEvent, c: list[int]) -> Event:
         (coro,) = ev.args
-        old = self._coro.get(coro, CoroState.UNDETERMINED)
-        self._coro[coro] = CoroState.RUNNING
-        out = self._transition(ev, c, _COROUTINE, coro, old, CoroState.RUNNING)
+        out = self._transition(ev, c, _COROUTINE, coro, _RUNNABLE, _RUNNING)
         c[1] = coro
         return out
 
     def _coro_stop(self, ev: RawEvent, c: list[int]) -> Event:
         name = ev.spec.name
         coro = ev.args[0]
-        old = self._coro.get(coro, CoroState.UNDETERMINED)
         if name == "CoroBlock":
             _, reason, stack = ev.args
             new = CoroState.WAITING
         elif name == "CoroYield":
             _, stack = ev.args
-            reason, new = "yield", CoroState.RUNNABLE
+            reason, new = "yield", _RUNNABLE
         else:
             _, reason = ev.args
-            stack, new = NO_STACK, CoroState.NOT_EXIST
-        if new is CoroState.NOT_EXIST:
-            self._coro.pop(coro, None)
-        else:
-            self._coro[coro] = new
-        out = self._transition(ev, c, _COROUTINE, coro, old, new, reason, stack, stack)
+            stack, new = NO_STACK, _NOT_EXIST
+        out = self._transition(
+            ev, c, _COROUTINE, coro, _RUNNING, new, reason, stack, stack
+        )
         if c[1] == coro:
             c[1] = NO_COROUTINE
         return out
 
     def _coro_unblock(self, ev: RawEvent, c: list[int]) -> Event:
         coro, reason = ev.args
-        old = self._coro.get(coro, CoroState.UNDETERMINED)
-        self._coro[coro] = CoroState.RUNNABLE
         return self._transition(
-            ev, c, _COROUTINE, coro, old, CoroState.RUNNABLE, reason
+            ev, c, _COROUTINE, coro, CoroState.WAITING, _RUNNABLE, reason
         )
 
     def _coro_status(self, ev: RawEvent, c: list[int]) -> Event:
         coro, state = ev.args
         new = _enum(CoroState, state, ev)
-        self._coro[coro] = new
         if new is CoroState.RUNNING:
             c[1] = coro
         return self._transition(ev, c, _COROUTINE, coro, CoroState.UNDETERMINED, new)
@@ -273,7 +271,7 @@ class Typer:
             "LoopIdle": LoopState.IDLE,
             "LoopDestroy": LoopState.NOT_EXIST,
         }[ev.spec.name]
-        old = self._loop.get(loop, LoopState.UNDETERMINED)
+        old = _LOOP_OLD.get(new) or self._loop.get(loop, LoopState.UNDETERMINED)
         if new is LoopState.NOT_EXIST:
             self._loop.pop(loop, None)
         else:
@@ -281,6 +279,10 @@ class Typer:
         out = self._transition(ev, c, _LOOP, loop, old, new)
         c[0] = loop if new is not LoopState.NOT_EXIST else NO_LOOP
         return out
+
+
+# Loop transitions whose old state the event implies; LoopDestroy's is tracked.
+_LOOP_OLD = {LoopState.RUNNING: LoopState.IDLE, LoopState.IDLE: LoopState.RUNNING}
 
 
 def _enum(cls: Any, value: int, ev: RawEvent) -> Any:
