@@ -57,25 +57,43 @@ class Encoder:
         self._nargs: dict[int, int] = {}
         for spec in SPECS:
             self._nargs[spec.code] = len(spec.args)
-            if spec.string_args or spec.stack_args:
-                self._convert[spec.code] = self._converter(
-                    spec.code, spec.string_args, spec.stack_args
-                )
+            self._convert[spec.code] = self._converter(
+                spec.code, spec.string_args, spec.stack_args
+            )
 
     def _converter(
         self, code: int, strings: tuple[int, ...], stacks: tuple[int, ...]
     ) -> Callable[[Event, int], tuple[Any, ...]]:
-        string_id = self.string_id
-        stack_id = self.stack_id
-
-        def convert(ev: Event, dt: int) -> tuple[Any, ...]:
-            args = list(ev[2:])
-            for i in strings:
-                args[i] = string_id(args[i])
-            for i in stacks:
-                args[i] = stack_id(args[i])
-            return (code, dt, *args)
-
+        # Generated per event type: the encoder's inner loop calls it once per
+        # event. Straight-line code is much faster than a loop over argument
+        # positions, and the unpacking checks the event's arity for free.
+        names = [f"a{i}" for i in range(self._nargs[code])]
+        lines = [
+            "def convert(ev, dt):",
+            f"    _, _, {''.join(n + ', ' for n in names)}= ev",
+        ]
+        out = [str(code), "dt"]
+        for i, name in enumerate(names):
+            if i in strings:
+                lines.append(
+                    f"    s{i} = str_get({name}) if type({name}) is str else None"
+                )
+                lines.append(f"    if s{i} is None:")
+                lines.append(f"        s{i} = string_id({name})")
+                out.append(f"s{i}")
+            elif i in stacks:
+                lines.append(f"    k{i} = 0 if {name} is None else stack_id({name})")
+                out.append(f"k{i}")
+            else:
+                out.append(name)
+        lines.append(f"    return ({', '.join(out)})")
+        namespace: dict[str, Any] = {
+            "str_get": self._strings.get,
+            "string_id": self.string_id,
+            "stack_id": self.stack_id,
+        }
+        exec("\n".join(lines), namespace)
+        convert: Callable[[Event, int], tuple[Any, ...]] = namespace["convert"]
         return convert
 
     def string_id(self, value: object) -> int:
@@ -157,7 +175,6 @@ class Encoder:
                 code that recorded it).
         """
         convert = self._convert
-        nargs = self._nargs
         base = events[0][1] if events else clock()
         out: list[Any] = [thread_id, base]
         append = out.append
@@ -166,18 +183,15 @@ class Encoder:
             label = (_LABEL, base, ResourceKind.THREAD, thread_id, thread_name)
             append(convert[_LABEL](label, 0))
         last = base
-        for ev in events:
-            code = ev[0]
-            want = nargs.get(code)
-            if want is None or len(ev) != want + 2:
-                raise ValueError(f"event {ev[:2]!r} does not match the spec table")
-            t = ev[1]
-            conv = convert.get(code)
-            if conv is None:
-                append((code, t - last, *ev[2:]))
-            else:
-                append(conv(ev, t - last))
-            last = t
+        try:
+            for ev in events:
+                t = ev[1]
+                append(convert[ev[0]](ev, t - last))
+                last = t
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
+            raise ValueError(
+                f"event {ev[:2]!r} does not match the spec table: {exc!r}"
+            ) from None
         parts: list[bytes] = []
         if self._new_strings:
             parts.append(self._table(FrameKind.STRINGS, self._new_strings, 0))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from aiotrace._encode import Encoder
 from aiotrace._format import framing, spec
 from aiotrace.reader import CoroState, EventKind, LoopState, ResourceKind
@@ -62,11 +64,30 @@ def test_sync_and_lost_records_are_in_the_table() -> None:
 
 
 def test_encoder_interns_exactly_the_table_s_strings_and_stacks() -> None:
-    """The writer converts strings and stacks only where the table says so."""
+    """The writer turns string and stack arguments into table ids where, and
+    only where, the table says so, and passes every other argument through."""
     enc = Encoder()
+    enc.begin_generation(0)
     for s in spec.SPECS:
-        has_refs = bool(s.string_args or s.stack_args)
-        assert (s.code in enc._convert) == has_refs, s.name
+        args = []
+        for i, (_, kind) in enumerate(s.args):
+            if kind is spec.Arg.STRING:
+                args.append(f"string {i}")
+            elif kind is spec.Arg.STACK:
+                args.append((("f", "file.py", i),))
+            else:
+                args.append(1000 + i)
+        out = enc._convert[s.code]((s.code, 0, *args), 5)
+        assert out[:2] == (s.code, 5)
+        for i, (_, kind) in enumerate(s.args):
+            if kind is spec.Arg.STRING:
+                assert enc._strings[f"string {i}"] == out[2 + i]
+            elif kind is spec.Arg.STACK:
+                assert out[2 + i] >= 1
+            else:
+                assert out[2 + i] == 1000 + i
+        with pytest.raises(ValueError, match="unpack"):
+            enc._convert[s.code]((s.code, 0, *args, "one too many"), 5)
 
 
 def test_header_and_frame_kinds() -> None:
