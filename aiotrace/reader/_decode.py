@@ -28,9 +28,9 @@ from ._model import Stack, StackFrame, TraceError
 class RawEvent(NamedTuple):
     """RawEvent is one event as written: time, thread, type and arguments.
 
-    Strings and stacks in ``args`` are resolved to ``str`` and ``Stack``.
-    Raw events come in file order, per generation, with no ordering or
-    state tracking applied.
+    From a validating decoder, strings and stacks in ``args`` are resolved to
+    ``str`` and ``Stack``; from ``Reader.raw()`` they stay table ids, as
+    written. Raw events come in file order, with no ordering or context.
     """
 
     time: int
@@ -55,7 +55,10 @@ _Check = Callable[[tuple[Any, ...], list[str], list[Stack]], tuple[Any, ...] | s
 class Decoder:
     """Decoder checks frames and returns each generation when it completes."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, validate: bool = True) -> None:
+        # Without validation, batches are split into events whose arguments
+        # stay as written (table ids unresolved): the raw reader's fast path.
+        self._validate = validate
         self._gen: tuple[int, int, int, int] | None = None  # number, time, wall, lost
         self._last_gen: int | None = None
         self._strings: list[str] = []
@@ -213,25 +216,97 @@ class Decoder:
         t = payload[1]
         strings = self._strings
         stacks = self._stacks
-        out = self._events
-        append = out.append
-        checks = _CHECKS
+        append = self._events.append
+        if not self._validate:
+            self._raw_batch(payload, offset)
+            return
+        fast = _FAST
+        try:
+            for ev in payload[2:]:
+                if type(ev) is not tuple:
+                    raise _Bad
+                rec = fast[ev[0]](ev, t, thread, strings, stacks)
+                t = rec[0]
+                append(rec)
+        except Exception:  # the fast path fails on any bad event: explain it
+            raise TraceError(self._diagnose(payload), offset) from None
+        self._batches += 1
+
+    def _raw_batch(self, payload: tuple[Any, ...], offset: int) -> None:
+        thread = payload[0]
+        t = payload[1]
+        append = self._events.append
+        specs = BY_CODE
+        new = tuple.__new__
+        try:
+            for ev in payload[2:]:
+                t += ev[1]
+                append(new(RawEvent, (t, thread, specs[ev[0]], ev[2:])))
+        except Exception:
+            raise TraceError(self._diagnose(payload), offset) from None
+        self._batches += 1
+
+    def _diagnose(self, payload: tuple[Any, ...]) -> str:
+        """Says what is wrong with the first bad event of a batch."""
+        strings = self._strings
+        stacks = self._stacks
         for i, ev in enumerate(payload[2:]):
             if type(ev) is not tuple or len(ev) < 2:
-                raise TraceError(
-                    f"event {i} of the batch is not [type, dt, ...]", offset
-                )
+                return f"event {i} of the batch is not [type, dt, ...]"
             code = ev[0]
-            check = checks.get(code) if type(code) is int else None
-            dt = ev[1]
-            if check is None or type(dt) is not int:
-                raise TraceError(_bad_head(i, ev), offset)
-            t += dt
+            check = _CHECKS.get(code) if type(code) is int else None
+            if check is None or type(ev[1]) is not int:
+                return _bad_head(i, ev)
             args = check(ev, strings, stacks)
             if type(args) is str:
-                raise TraceError(f"event {i} of the batch: {args}", offset)
-            append(RawEvent(t, thread, BY_CODE[code], args))  # type: ignore[arg-type]
-        self._batches += 1
+                return f"event {i} of the batch: {args}"
+        return "the batch is malformed"  # pragma: no cover - fast and slow paths agree
+
+
+class _Bad(Exception):
+    """Raised by the fast path; the slow path then finds and explains the fault."""
+
+
+def _make_fast(spec: EventSpec) -> Callable[..., RawEvent]:
+    # Straight-line code per event type: one call per event validates the
+    # arguments, resolves table ids, and builds the RawEvent.
+    names = [f"a{i}" for i in range(len(spec.args))]
+    lines = [
+        "def fast(ev, t, thread, strings, stacks):",
+        f"    _, dt, {''.join(n + ', ' for n in names)}= ev",
+        "    if type(dt) is not int:",
+        "        raise Bad",
+    ]
+    for i, (argname, kind) in enumerate(spec.args):
+        v = names[i]
+        if kind is Arg.NUMBER:
+            lines.append(f"    if type({v}) is not int and type({v}) is not float:")
+            lines.append("        raise Bad")
+            continue
+        lines.append(f"    if type({v}) is not int:")
+        lines.append("        raise Bad")
+        if kind is Arg.STRING or kind is Arg.STACK:
+            table = "strings" if kind is Arg.STRING else "stacks"
+            lines.append(f"    if {v} < 0:")
+            lines.append("        raise Bad")
+            lines.append(f"    {v} = {table}[{v}]")
+        elif (spec.name, argname) in _ENUMS:
+            lines.append(f"    if {v} not in ENUM_{i}:")
+            lines.append("        raise Bad")
+    args = "".join(n + ", " for n in names)
+    lines.append(f"    return new(RawEvent, (t + dt, thread, SPEC, ({args})))")
+    namespace: dict[str, Any] = {
+        "Bad": _Bad,
+        "new": tuple.__new__,
+        "RawEvent": RawEvent,
+        "SPEC": spec,
+    }
+    for i, (argname, _) in enumerate(spec.args):
+        if (spec.name, argname) in _ENUMS:
+            namespace[f"ENUM_{i}"] = frozenset(_ENUMS[spec.name, argname])
+    exec("\n".join(lines), namespace)
+    fast: Callable[..., RawEvent] = namespace["fast"]
+    return fast
 
 
 def _bad_head(i: int, ev: tuple[Any, ...]) -> str:
@@ -314,4 +389,7 @@ def _make_check(spec: EventSpec) -> _Check:
 # Sync is carried by GENERATION frames only, never inside a batch.
 _CHECKS: dict[int, _Check] = {
     code: _make_check(spec) for code, spec in BY_CODE.items() if code != SYNC
+}
+_FAST: dict[int, Callable[..., RawEvent]] = {
+    code: _make_fast(spec) for code, spec in BY_CODE.items() if code != SYNC
 }

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Final, NewType
+from operator import itemgetter
+from typing import Any, Final, NamedTuple, NewType
 
 from .._errors import TraceError as _BaseTraceError
 
@@ -70,8 +71,7 @@ class LoopState(enum.IntEnum):
     IDLE = 3
 
 
-@dataclass(frozen=True, slots=True)
-class ResourceID:
+class ResourceID(NamedTuple):
     """ResourceID names a coroutine, a loop, a thread, or nothing."""
 
     kind: ResourceKind
@@ -83,8 +83,7 @@ class ResourceID:
         return f"{self.kind.name.lower()} {self.id}"
 
 
-@dataclass(frozen=True, slots=True)
-class StackFrame:
+class StackFrame(NamedTuple):
     """StackFrame is one frame of a stack: function, file and line."""
 
     func: str
@@ -105,8 +104,7 @@ class Stack:
 NO_STACK: Final = Stack()
 
 
-@dataclass(frozen=True, slots=True)
-class StateTransition:
+class StateTransition(NamedTuple):
     """StateTransition is a change of state of a coroutine or a loop.
 
     ``old`` and ``new`` are CoroState values for coroutines and LoopState
@@ -121,8 +119,7 @@ class StateTransition:
     new: CoroState | LoopState
 
 
-@dataclass(frozen=True, slots=True)
-class Task:
+class Task(NamedTuple):
     """Task describes a user task's beginning or end."""
 
     id: TaskID
@@ -130,16 +127,14 @@ class Task:
     type: str
 
 
-@dataclass(frozen=True, slots=True)
-class Region:
+class Region(NamedTuple):
     """Region describes a region's beginning or end."""
 
     task: TaskID
     type: str
 
 
-@dataclass(frozen=True, slots=True)
-class Log:
+class Log(NamedTuple):
     """Log is a user log record."""
 
     task: TaskID
@@ -147,32 +142,28 @@ class Log:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class Metric:
+class Metric(NamedTuple):
     """Metric is the value of a named metric; names carry their unit."""
 
     name: str
     value: int | float
 
 
-@dataclass(frozen=True, slots=True)
-class Label:
+class Label(NamedTuple):
     """Label attaches a label (a name) to a resource."""
 
     label: str
     resource: ResourceID
 
 
-@dataclass(frozen=True, slots=True)
-class Range:
+class Range(NamedTuple):
     """Range is a named interval of time on a resource (e.g. "loop stall")."""
 
     name: str
     scope: ResourceID
 
 
-@dataclass(frozen=True, slots=True)
-class Sync:
+class Sync(NamedTuple):
     """Sync starts a generation; it pairs the trace clock with the wall clock.
 
     ``lost_events`` counts every event dropped so far in this trace.
@@ -186,19 +177,22 @@ class Sync:
 Details = StateTransition | Task | Region | Log | Metric | Label | Range | Sync | None
 
 
-class Event:
+class Event(tuple[Any, ...]):
     """Event is one trace event: what happened, when, and in which context.
 
     ``coroutine``, ``loop`` and ``thread`` are the execution context. For a
     state transition they describe the moment before it, as in Go: a
     coroutine that starts to run is in ``state_transition.resource``, not
     in ``coroutine``. Per-kind details raise TypeError on the wrong kind.
+
+    Events are immutable. (An Event is a tuple underneath, which makes
+    reading fast; use its properties, not its items.)
     """
 
-    __slots__ = ("_details", "_stack", "coroutine", "kind", "loop", "thread", "time")
+    __slots__ = ()
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         kind: EventKind,
         time: int,
         coroutine: CoroID,
@@ -206,24 +200,27 @@ class Event:
         thread: ThreadID,
         stack: Stack,
         details: Details,
-    ) -> None:
-        self.kind: EventKind = kind
-        self.time: int = time
-        self.coroutine: CoroID = coroutine
-        self.loop: LoopID = loop
-        self.thread: ThreadID = thread
-        self._stack = stack
-        self._details = details
+    ) -> Event:
+        """Makes an Event; readers make them, users rarely need to."""
+        return tuple.__new__(cls, (kind, time, coroutine, loop, thread, stack, details))
 
-    @property
-    def stack(self) -> Stack:
-        """The stack recorded with this event, or an empty Stack."""
-        return self._stack
+    kind: EventKind = property(itemgetter(0), doc="What kind of event this is.")  # type: ignore[assignment]
+    time: int = property(  # type: ignore[assignment]
+        itemgetter(1), doc="Nanoseconds on the traced process's monotonic clock."
+    )
+    coroutine: CoroID = property(  # type: ignore[assignment]
+        itemgetter(2), doc="The coroutine running, or NO_COROUTINE."
+    )
+    loop: LoopID = property(itemgetter(3), doc="The loop running, or NO_LOOP.")  # type: ignore[assignment]
+    thread: ThreadID = property(itemgetter(4), doc="The OS thread (native id).")  # type: ignore[assignment]
+    stack: Stack = property(  # type: ignore[assignment]
+        itemgetter(5), doc="The stack recorded with this event, or an empty Stack."
+    )
 
     @property
     def state_transition(self) -> StateTransition:
         """Details of a STATE_TRANSITION event."""
-        d = self._details
+        d = self[6]
         if type(d) is not StateTransition:
             raise TypeError(f"{self.kind.name} event is not a STATE_TRANSITION")
         return d
@@ -231,7 +228,7 @@ class Event:
     @property
     def task(self) -> Task:
         """Details of a TASK_BEGIN or TASK_END event."""
-        d = self._details
+        d = self[6]
         if type(d) is not Task:
             raise TypeError(f"{self.kind.name} event is not a TASK_BEGIN or TASK_END")
         return d
@@ -239,7 +236,7 @@ class Event:
     @property
     def region(self) -> Region:
         """Details of a REGION_BEGIN or REGION_END event."""
-        d = self._details
+        d = self[6]
         if type(d) is not Region:
             raise TypeError(
                 f"{self.kind.name} event is not a REGION_BEGIN or REGION_END"
@@ -249,7 +246,7 @@ class Event:
     @property
     def log(self) -> Log:
         """Details of a LOG event."""
-        d = self._details
+        d = self[6]
         if type(d) is not Log:
             raise TypeError(f"{self.kind.name} event is not a LOG")
         return d
@@ -257,7 +254,7 @@ class Event:
     @property
     def metric(self) -> Metric:
         """Details of a METRIC event."""
-        d = self._details
+        d = self[6]
         if type(d) is not Metric:
             raise TypeError(f"{self.kind.name} event is not a METRIC")
         return d
@@ -265,7 +262,7 @@ class Event:
     @property
     def label(self) -> Label:
         """Details of a LABEL event."""
-        d = self._details
+        d = self[6]
         if type(d) is not Label:
             raise TypeError(f"{self.kind.name} event is not a LABEL")
         return d
@@ -273,7 +270,7 @@ class Event:
     @property
     def range(self) -> Range:
         """Details of a RANGE_BEGIN, RANGE_ACTIVE or RANGE_END event."""
-        d = self._details
+        d = self[6]
         if type(d) is not Range:
             raise TypeError(f"{self.kind.name} event is not a RANGE event")
         return d
@@ -281,7 +278,7 @@ class Event:
     @property
     def sync(self) -> Sync:
         """Details of a SYNC event."""
-        d = self._details
+        d = self[6]
         if type(d) is not Sync:
             raise TypeError(f"{self.kind.name} event is not a SYNC")
         return d
@@ -307,7 +304,7 @@ def format_stack(stack: Stack) -> str:
 
 def format_event(ev: Event) -> str:
     """Formats an event as one line of ``aiotrace dump`` output."""
-    d = ev._details
+    d = ev[6]
     head = f"{ev.time} {ev.kind.name} {_ctx(ev)}"
     if type(d) is StateTransition:
         body = (
@@ -315,7 +312,7 @@ def format_event(ev: Event) -> str:
             + (f" reason={d.reason!r}" if d.reason else "")
             + (
                 f" tstack=[{format_stack(d.stack)}]"
-                if d.stack and d.stack != ev._stack
+                if d.stack and d.stack != ev.stack
                 else ""
             )
         )
@@ -335,6 +332,6 @@ def format_event(ev: Event) -> str:
         body = f"gen={d.generation} wall={d.wall_time_ns} lost={d.lost_events}"
     else:
         body = ""
-    if ev._stack:
-        body = f"{body} stack=[{format_stack(ev._stack)}]".lstrip()
+    if ev.stack:
+        body = f"{body} stack=[{format_stack(ev.stack)}]".lstrip()
     return f"{head} {body}".rstrip()

@@ -96,7 +96,14 @@ class Reader:
             yield from typer.events(gen)
 
     def raw(self) -> Iterator[RawEvent]:
-        """Yields raw events in file order, without ordering or context."""
+        """Yields raw events in file order, as written: the fast path.
+
+        Frames, checksums, generations and event types are checked, but
+        arguments are not: they stay as written, with string and stack table
+        ids unresolved, as in Go's raw reader. Use iteration for validated,
+        typed events. Use one Reader for either, not both.
+        """
+        self._pipeline.decoder = Decoder(validate=False)
         for gen in self._generations():
             yield from gen.events
 

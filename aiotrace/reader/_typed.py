@@ -1,15 +1,17 @@
 """Typed events: order a generation's raw events and give them context.
 
 The reader tracks, per thread, the loop it runs and the coroutine it is
-executing, and per coroutine and loop their last known state, the way Go's
-reader tracks Ms, Ps and Gs. That is what fills ``Event.coroutine`` and
-``Event.loop`` for annotations, and ``old`` for state transitions.
+executing, the way Go's reader tracks Ms, Ps and Gs. That is what fills
+``Event.coroutine`` and ``Event.loop`` for annotations and transitions.
+
+A transition's old state is the one its event type implies, as in Go;
+checking it against the coroutine's history is the validator's job.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from operator import attrgetter
+from operator import itemgetter
 from typing import Any
 
 from ._decode import Generation, RawEvent
@@ -18,13 +20,12 @@ from ._model import (
     NO_LOOP,
     NO_STACK,
     NO_TASK,
-    CoroID,
+    NO_THREAD,
     CoroState,
     Event,
     EventKind,
     Label,
     Log,
-    LoopID,
     LoopState,
     Metric,
     Range,
@@ -34,261 +35,236 @@ from ._model import (
     StateTransition,
     Sync,
     Task,
-    TaskID,
-    ThreadID,
 )
 
 LOST_METRIC = "/aiotrace/lost:events"
 """The metric under which the reader reports events dropped by the writer."""
 
-_by_time = attrgetter("time")
+_new = tuple.__new__
+_by_time = itemgetter(0)
 
+_ST = EventKind.STATE_TRANSITION
 _COROUTINE, _LOOP = ResourceKind.COROUTINE, ResourceKind.LOOP
-_NOT_EXIST, _RUNNABLE, _RUNNING = (
+_NOT_EXIST, _RUNNABLE, _RUNNING, _WAITING = (
     CoroState.NOT_EXIST,
     CoroState.RUNNABLE,
     CoroState.RUNNING,
+    CoroState.WAITING,
 )
+
+# Handler(raw event, [loop, coroutine] of its thread) -> Event
+_Handler = Callable[[RawEvent, list[int]], Event]
 
 
 class Typer:
     """Typer turns generations into ordered, typed Events with their context."""
 
     def __init__(self) -> None:
-        # Per thread: [loop, coroutine] currently on it.
-        self._ctx: dict[int, list[int]] = {}
+        self._ctx: dict[int, list[int]] = {}  # thread -> [loop, coroutine]
         self._loop: dict[int, LoopState] = {}
         self._tasks: dict[int, tuple[int, str]] = {}  # id -> (parent, type)
         self.lost_events = 0
-        handlers: dict[str, Callable[[RawEvent, list[int]], Event]] = {
+        handlers: dict[str, _Handler] = {
             "EventsLost": self._lost,
-            "Metric": self._metric,
+            "Metric": self._plain(EventKind.METRIC, Metric),
             "Label": self._label,
             "StackSample": self._sample,
-            "RangeBegin": self._range,
-            "RangeActive": self._range,
-            "RangeEnd": self._range,
+            "RangeBegin": self._range(EventKind.RANGE_BEGIN),
+            "RangeActive": self._range(EventKind.RANGE_ACTIVE),
+            "RangeEnd": self._range(EventKind.RANGE_END),
             "TaskBegin": self._task_begin,
             "TaskEnd": self._task_end,
-            "RegionBegin": self._region,
-            "RegionEnd": self._region,
+            "RegionBegin": self._region(EventKind.REGION_BEGIN),
+            "RegionEnd": self._region(EventKind.REGION_END),
             "Log": self._log,
             "CoroCreate": self._coro_create,
             "CoroStart": self._coro_start,
-            "CoroBlock": self._coro_stop,
-            "CoroYield": self._coro_stop,
+            "CoroBlock": self._coro_block,
+            "CoroYield": self._coro_yield,
             "CoroUnblock": self._coro_unblock,
-            "CoroEnd": self._coro_stop,
+            "CoroEnd": self._coro_end,
             "CoroStatus": self._coro_status,
             "LoopStatus": self._loop_status,
-            "LoopRun": self._loop_change,
-            "LoopIdle": self._loop_change,
-            "LoopDestroy": self._loop_change,
+            "LoopRun": self._loop_change(LoopState.RUNNING),
+            "LoopIdle": self._loop_change(LoopState.IDLE),
+            "LoopDestroy": self._loop_change(LoopState.NOT_EXIST),
         }
         self._handlers = handlers
 
     def events(self, gen: Generation) -> Iterator[Event]:
         """Yields the generation's events: its SYNC, then the rest by time."""
         self.lost_events = max(self.lost_events, gen.lost_events)
-        yield Event(
-            EventKind.SYNC,
-            gen.time,
-            NO_COROUTINE,
-            NO_LOOP,
-            ThreadID(-1),
-            NO_STACK,
-            Sync(gen.wall_time_ns, gen.lost_events, gen.number),
+        sync = Sync(gen.wall_time_ns, gen.lost_events, gen.number)
+        yield _new(
+            Event,
+            (
+                EventKind.SYNC,
+                gen.time,
+                NO_COROUTINE,
+                NO_LOOP,
+                NO_THREAD,
+                NO_STACK,
+                sync,
+            ),
         )
         raw = gen.events
-        raw.sort(key=_by_time)
+        raw.sort(key=_by_time)  # stable: same-time events keep their order
         handlers = self._handlers
         ctx = self._ctx
         for ev in raw:
-            c = ctx.get(ev.thread)
+            c = ctx.get(ev[1])
             if c is None:
-                c = ctx[ev.thread] = [NO_LOOP, NO_COROUTINE]
-            yield handlers[ev.spec.name](ev, c)
+                c = ctx[ev[1]] = [NO_LOOP, NO_COROUTINE]
+            yield handlers[ev[2].name](ev, c)
 
-    def _event(
-        self,
-        kind: EventKind,
-        ev: RawEvent,
-        c: list[int],
-        details: Any,
-        stack: Any = NO_STACK,
-    ) -> Event:
-        return Event(
-            kind,
-            ev.time,
-            CoroID(c[1]),
-            LoopID(c[0]),
-            ThreadID(ev.thread),
-            stack,
-            details,
-        )
+    # Annotations and other events in the thread's context.
+
+    @staticmethod
+    def _plain(kind: EventKind, cls: Any) -> _Handler:
+        def handle(ev: RawEvent, c: list[int]) -> Event:
+            d = _new(cls, ev[3])
+            return _new(Event, (kind, ev[0], c[1], c[0], ev[1], NO_STACK, d))
+
+        return handle
 
     def _lost(self, ev: RawEvent, c: list[int]) -> Event:
-        self.lost_events += ev.args[0]
-        return self._event(
-            EventKind.METRIC, ev, c, Metric(LOST_METRIC, self.lost_events)
-        )
-
-    def _metric(self, ev: RawEvent, c: list[int]) -> Event:
-        name, value = ev.args
-        return self._event(EventKind.METRIC, ev, c, Metric(name, value))
+        self.lost_events += ev[3][0]
+        d = Metric(LOST_METRIC, self.lost_events)
+        return _new(Event, (EventKind.METRIC, ev[0], c[1], c[0], ev[1], NO_STACK, d))
 
     def _label(self, ev: RawEvent, c: list[int]) -> Event:
-        kind, rid, label = ev.args
-        return self._event(
-            EventKind.LABEL, ev, c, Label(label, _resource(kind, rid, ev))
-        )
+        kind, rid, label = ev[3]
+        d = Label(label, ResourceID(ResourceKind(kind), rid))
+        return _new(Event, (EventKind.LABEL, ev[0], c[1], c[0], ev[1], NO_STACK, d))
 
     def _sample(self, ev: RawEvent, c: list[int]) -> Event:
-        thread, loop, coro, stack = ev.args
-        return Event(
-            EventKind.STACK_SAMPLE,
-            ev.time,
-            CoroID(coro),
-            LoopID(loop),
-            ThreadID(thread),
-            stack,
-            None,
+        thread, loop, coro, stack = ev[3]
+        return _new(
+            Event, (EventKind.STACK_SAMPLE, ev[0], coro, loop, thread, stack, None)
         )
 
-    def _range(self, ev: RawEvent, c: list[int]) -> Event:
-        name, kind, rid, *rest = ev.args
-        kinds = {
-            "RangeBegin": EventKind.RANGE_BEGIN,
-            "RangeActive": EventKind.RANGE_ACTIVE,
-            "RangeEnd": EventKind.RANGE_END,
-        }
-        stack = rest[0] if rest else NO_STACK
-        return self._event(
-            kinds[ev.spec.name], ev, c, Range(name, _resource(kind, rid, ev)), stack
-        )
+    @staticmethod
+    def _range(kind: EventKind) -> _Handler:
+        def handle(ev: RawEvent, c: list[int]) -> Event:
+            name, scope_kind, scope_id, *rest = ev[3]
+            d = Range(name, ResourceID(ResourceKind(scope_kind), scope_id))
+            stack = rest[0] if rest else NO_STACK
+            return _new(Event, (kind, ev[0], c[1], c[0], ev[1], stack, d))
+
+        return handle
 
     def _task_begin(self, ev: RawEvent, c: list[int]) -> Event:
-        task, parent, type_, stack = ev.args
+        task, parent, type_, stack = ev[3]
         self._tasks[task] = (parent, type_)
-        details = Task(TaskID(task), TaskID(parent), type_)
-        return self._event(EventKind.TASK_BEGIN, ev, c, details, stack)
+        d = _new(Task, (task, parent, type_))
+        return _new(Event, (EventKind.TASK_BEGIN, ev[0], c[1], c[0], ev[1], stack, d))
 
     def _task_end(self, ev: RawEvent, c: list[int]) -> Event:
-        task, stack = ev.args
+        task, stack = ev[3]
         parent, type_ = self._tasks.pop(task, (NO_TASK, ""))
-        details = Task(TaskID(task), TaskID(parent), type_)
-        return self._event(EventKind.TASK_END, ev, c, details, stack)
+        d = _new(Task, (task, parent, type_))
+        return _new(Event, (EventKind.TASK_END, ev[0], c[1], c[0], ev[1], stack, d))
 
-    def _region(self, ev: RawEvent, c: list[int]) -> Event:
-        task, type_, stack = ev.args
-        kind = (
-            EventKind.REGION_BEGIN
-            if ev.spec.name == "RegionBegin"
-            else EventKind.REGION_END
-        )
-        return self._event(kind, ev, c, Region(TaskID(task), type_), stack)
+    @staticmethod
+    def _region(kind: EventKind) -> _Handler:
+        def handle(ev: RawEvent, c: list[int]) -> Event:
+            task, type_, stack = ev[3]
+            d = _new(Region, (task, type_))
+            return _new(Event, (kind, ev[0], c[1], c[0], ev[1], stack, d))
+
+        return handle
 
     def _log(self, ev: RawEvent, c: list[int]) -> Event:
-        task, category, message, stack = ev.args
-        return self._event(
-            EventKind.LOG, ev, c, Log(TaskID(task), category, message), stack
-        )
+        task, category, message, stack = ev[3]
+        d = _new(Log, (task, category, message))
+        return _new(Event, (EventKind.LOG, ev[0], c[1], c[0], ev[1], stack, d))
 
-    def _transition(
-        self,
-        ev: RawEvent,
-        c: list[int],
-        kind: ResourceKind,
-        rid: int,
-        old: Any,
-        new: Any,
-        reason: str = "",
-        tstack: Any = NO_STACK,
-        stack: Any = NO_STACK,
-    ) -> Event:
-        st = StateTransition(ResourceID(kind, rid), reason, tstack, old, new)
-        return self._event(EventKind.STATE_TRANSITION, ev, c, st, stack)
-
-    # A transition's old state is the one its event type implies, as in Go;
-    # checking it against the coroutine's history is the validator's job.
+    # Coroutine transitions. ev.coroutine is the context before the event.
 
     def _coro_create(self, ev: RawEvent, c: list[int]) -> Event:
-        coro, stack = ev.args
-        return self._transition(
-            ev, c, _COROUTINE, coro, _NOT_EXIST, _RUNNABLE, stack=stack
-        )
+        coro, stack = ev[3]
+        r = _new(ResourceID, (_COROUTINE, coro))
+        d = _new(StateTransition, (r, "", NO_STACK, _NOT_EXIST, _RUNNABLE))
+        return _new(Event, (_ST, ev[0], c[1], c[0], ev[1], stack, d))
 
     def _coro_start(self, ev: RawEvent, c: list[int]) -> Event:
-        (coro,) = ev.args
-        out = self._transition(ev, c, _COROUTINE, coro, _RUNNABLE, _RUNNING)
+        coro = ev[3][0]
+        r = _new(ResourceID, (_COROUTINE, coro))
+        d = _new(StateTransition, (r, "", NO_STACK, _RUNNABLE, _RUNNING))
+        out = _new(Event, (_ST, ev[0], c[1], c[0], ev[1], NO_STACK, d))
         c[1] = coro
         return out
 
-    def _coro_stop(self, ev: RawEvent, c: list[int]) -> Event:
-        name = ev.spec.name
-        coro = ev.args[0]
-        if name == "CoroBlock":
-            _, reason, stack = ev.args
-            new = CoroState.WAITING
-        elif name == "CoroYield":
-            _, stack = ev.args
-            reason, new = "yield", _RUNNABLE
-        else:
-            _, reason = ev.args
-            stack, new = NO_STACK, _NOT_EXIST
-        out = self._transition(
-            ev, c, _COROUTINE, coro, _RUNNING, new, reason, stack, stack
-        )
+    def _coro_block(self, ev: RawEvent, c: list[int]) -> Event:
+        coro, reason, stack = ev[3]
+        r = _new(ResourceID, (_COROUTINE, coro))
+        d = _new(StateTransition, (r, reason, stack, _RUNNING, _WAITING))
+        out = _new(Event, (_ST, ev[0], c[1], c[0], ev[1], stack, d))
+        if c[1] == coro:
+            c[1] = NO_COROUTINE
+        return out
+
+    def _coro_yield(self, ev: RawEvent, c: list[int]) -> Event:
+        coro, stack = ev[3]
+        r = _new(ResourceID, (_COROUTINE, coro))
+        d = _new(StateTransition, (r, "yield", stack, _RUNNING, _RUNNABLE))
+        out = _new(Event, (_ST, ev[0], c[1], c[0], ev[1], stack, d))
+        if c[1] == coro:
+            c[1] = NO_COROUTINE
+        return out
+
+    def _coro_end(self, ev: RawEvent, c: list[int]) -> Event:
+        coro, reason = ev[3]
+        r = _new(ResourceID, (_COROUTINE, coro))
+        d = _new(StateTransition, (r, reason, NO_STACK, _RUNNING, _NOT_EXIST))
+        out = _new(Event, (_ST, ev[0], c[1], c[0], ev[1], NO_STACK, d))
         if c[1] == coro:
             c[1] = NO_COROUTINE
         return out
 
     def _coro_unblock(self, ev: RawEvent, c: list[int]) -> Event:
-        coro, reason = ev.args
-        return self._transition(
-            ev, c, _COROUTINE, coro, CoroState.WAITING, _RUNNABLE, reason
-        )
+        coro, reason = ev[3]
+        r = _new(ResourceID, (_COROUTINE, coro))
+        d = _new(StateTransition, (r, reason, NO_STACK, _WAITING, _RUNNABLE))
+        return _new(Event, (_ST, ev[0], c[1], c[0], ev[1], NO_STACK, d))
 
     def _coro_status(self, ev: RawEvent, c: list[int]) -> Event:
-        coro, state = ev.args
-        new = _enum(CoroState, state, ev)
-        if new is CoroState.RUNNING:
+        coro, state = ev[3]
+        new = CoroState(state)
+        r = ResourceID(_COROUTINE, coro)
+        d = StateTransition(r, "", NO_STACK, CoroState.UNDETERMINED, new)
+        out = _new(Event, (_ST, ev[0], c[1], c[0], ev[1], NO_STACK, d))
+        if new is _RUNNING:
             c[1] = coro
-        return self._transition(ev, c, _COROUTINE, coro, CoroState.UNDETERMINED, new)
+        return out
+
+    # Loop transitions; the thread's loop is the last one it ran.
 
     def _loop_status(self, ev: RawEvent, c: list[int]) -> Event:
-        loop, state = ev.args
-        new = _enum(LoopState, state, ev)
+        loop, state = ev[3]
+        new = LoopState(state)
         self._loop[loop] = new
-        out = self._transition(ev, c, _LOOP, loop, LoopState.UNDETERMINED, new)
+        d = StateTransition(
+            ResourceID(_LOOP, loop), "", NO_STACK, LoopState.UNDETERMINED, new
+        )
+        out = _new(Event, (_ST, ev[0], c[1], c[0], ev[1], NO_STACK, d))
         c[0] = loop if new is not LoopState.NOT_EXIST else NO_LOOP
         return out
 
-    def _loop_change(self, ev: RawEvent, c: list[int]) -> Event:
-        (loop,) = ev.args
-        new = {
-            "LoopRun": LoopState.RUNNING,
-            "LoopIdle": LoopState.IDLE,
-            "LoopDestroy": LoopState.NOT_EXIST,
-        }[ev.spec.name]
-        old = _LOOP_OLD.get(new) or self._loop.get(loop, LoopState.UNDETERMINED)
-        if new is LoopState.NOT_EXIST:
-            self._loop.pop(loop, None)
-        else:
-            self._loop[loop] = new
-        out = self._transition(ev, c, _LOOP, loop, old, new)
-        c[0] = loop if new is not LoopState.NOT_EXIST else NO_LOOP
-        return out
+    def _loop_change(self, new: LoopState) -> _Handler:
+        implied = {LoopState.RUNNING: LoopState.IDLE, LoopState.IDLE: LoopState.RUNNING}
+        states = self._loop
 
+        def handle(ev: RawEvent, c: list[int]) -> Event:
+            loop = ev[3][0]
+            old = implied.get(new) or states.get(loop, LoopState.UNDETERMINED)
+            if new is LoopState.NOT_EXIST:
+                states.pop(loop, None)
+            else:
+                states[loop] = new
+            d = StateTransition(ResourceID(_LOOP, loop), "", NO_STACK, old, new)
+            out = _new(Event, (_ST, ev[0], c[1], c[0], ev[1], NO_STACK, d))
+            c[0] = loop if new is not LoopState.NOT_EXIST else NO_LOOP
+            return out
 
-# Loop transitions whose old state the event implies; LoopDestroy's is tracked.
-_LOOP_OLD = {LoopState.RUNNING: LoopState.IDLE, LoopState.IDLE: LoopState.RUNNING}
-
-
-def _enum(cls: Any, value: int, ev: RawEvent) -> Any:
-    # The decoder has checked the value's range.
-    return cls(value)
-
-
-def _resource(kind: int, rid: int, ev: RawEvent) -> ResourceID:
-    return ResourceID(_enum(ResourceKind, kind, ev), rid)
+        return handle

@@ -13,6 +13,7 @@ from tracegen import encode_trace
 from aiotrace._encode import MAX_STRING
 from aiotrace._format import spec
 from aiotrace.reader import EventKind, Reader, Stack, StackFrame
+from aiotrace.reader._reader import _Pipeline
 
 _ENUM_ARGS = {
     "resource_kind": len(spec.ResourceKind),
@@ -74,14 +75,16 @@ def _expected(s: spec.EventSpec, args: tuple[Any, ...]) -> tuple[Any, ...]:
 )
 def test_random_events_round_trip(gens: list[list[tuple[int, list[Any]]]]) -> None:
     """Random sequences of every event type, in several threads and
-    generations, read back raw with the same types, times, threads and
-    arguments, in file order; typed reading yields one event per raw event
+    generations, decode with the same types, times, threads and arguments,
+    in file order (and Reader.raw() agrees on all but the unresolved ids); typed reading yields one event per raw event
     plus the thread labels and syncs, in time order within a generation."""
     generations = [
         [(tid, f"thread-{tid}", evs) for tid, evs in batches] for batches in gens
     ]
     data = encode_trace(generations)
-    raw = list(Reader(io.BytesIO(data)).raw())
+    pipeline = _Pipeline()
+    raw = [ev for gen in pipeline.feed(data) for ev in gen.events]
+    pipeline.eof()
     got = [
         (r.thread, r.time, r.spec.code, r.args)
         for r in raw
@@ -95,6 +98,10 @@ def test_random_events_round_trip(gens: list[list[tuple[int, list[Any]]]]) -> No
     ]
     assert len(got) == len(want)
     assert got == want
+    unresolved = list(Reader(io.BytesIO(data)).raw())
+    assert [(r.thread, r.time, r.spec) for r in unresolved] == [
+        (r.thread, r.time, r.spec) for r in raw
+    ]
 
     typed = list(Reader(io.BytesIO(data)))
     assert len(typed) == len(raw) + len(generations)
