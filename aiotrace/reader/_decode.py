@@ -64,11 +64,23 @@ class Decoder:
         self._strings: list[str] = []
         self._stacks: list[Stack] = []
         self._events: list[RawEvent] = []
+        self._taken = 0  # events of the open generation handed out by take()
         self._batches = 0
         self._gen_offset = 0
         self.ended = False
         self.lost_events = 0
         self.generations = 0
+
+    def take(self) -> list[RawEvent]:
+        """Hands out the open generation's events decoded so far.
+
+        The raw reader streams this way, batch by batch; the typed reader
+        waits for whole generations, which it must sort.
+        """
+        events = self._events
+        self._taken += len(events)
+        self._events = []
+        return events
 
     def in_generation(self) -> int | None:
         """Returns the number of the open generation, or None."""
@@ -136,6 +148,7 @@ class Decoder:
         self._strings = []
         self._stacks = [Stack()]
         self._events = []
+        self._taken = 0
         self._batches = 0
 
     def _end(self, payload: tuple[Any, ...], offset: int) -> Generation:
@@ -147,10 +160,11 @@ class Decoder:
             raise TraceError(
                 f"GENERATION_END for {number} closes generation {n}", offset
             )
-        if batches != self._batches or events != len(self._events):
+        held = self._taken + len(self._events)
+        if batches != self._batches or events != held:
             raise TraceError(
                 f"generation {n} declares {batches} batches and {events} events, "
-                f"but holds {self._batches} batches and {len(self._events)} events",
+                f"but holds {self._batches} batches and {held} events",
                 offset,
             )
         self._gen = None

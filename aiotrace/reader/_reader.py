@@ -100,15 +100,25 @@ class Reader:
 
         Frames, checksums, generations and event types are checked, but
         arguments are not: they stay as written, with string and stack table
-        ids unresolved, as in Go's raw reader. Use iteration for validated,
-        typed events. Use one Reader for either, not both.
+        ids unresolved, as in Go's raw reader. Events stream batch by batch,
+        so a truncated trace yields events up to its last whole batch before
+        TraceError. Use one Reader for either this or iteration, not both.
         """
-        self._pipeline.decoder = Decoder(validate=False)
-        for gen in self._generations():
-            yield from gen.events
+        pipeline = self._pipeline
+        decoder = pipeline.decoder = Decoder(validate=False)
+        for data in self._chunks():
+            for fr in pipeline.parser.feed(data):
+                decoder.feed(fr)
+                yield from decoder.take()
+        pipeline.eof()
 
     def _generations(self) -> Iterator[Generation]:
         pipeline = self._pipeline
+        for data in self._chunks():
+            yield from pipeline.feed(data)
+        pipeline.eof()
+
+    def _chunks(self) -> Iterator[bytes]:
         read = self._stream.read
         while True:
             data = read(CHUNK)
@@ -118,9 +128,12 @@ class Reader:
                     "open the trace in binary mode ('rb')"
                 )
             if not data:
-                break
-            yield from pipeline.feed(bytes(data))
-        pipeline.eof()
+                return
+            if self._pipeline.decoder.ended:
+                raise TraceError(
+                    "data after the end of the trace", self._pipeline.parser.offset
+                )
+            yield bytes(data)
 
 
 class AsyncReader:
