@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from aiotrace._encode import Encoder
@@ -97,3 +99,14 @@ def test_header_and_frame_kinds() -> None:
     kinds = [k.value for k in framing.FrameKind]
     assert len(set(kinds)) == len(kinds)
     assert all(0 < k < 256 for k in kinds)
+
+
+def test_format_doc_lists_the_table() -> None:
+    """docs/format.md's event table is the spec table, row for row."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "format.md").read_text()
+    for s in spec.SPECS:
+        args = ", ".join(f"{n}:{a.value}" for n, a in s.args)
+        row = f"| {s.code} | `{s.name}` | {s.kind.name} | {args} |"
+        assert row in doc, f"docs/format.md lacks: {row}"
+    for k in framing.FrameKind:
+        assert f"| {k.value} | `{k.name}` |" in doc
