@@ -130,6 +130,7 @@ class Drainer:
                 self.drain_once()
             if not self.outbox.closed:
                 self.drain_once()
+                self._report_lost(force=True)
                 self.outbox.put(self.encoder.end_generation())
                 self.outbox.put(self.encoder.end_trace(self.lost_events))
         except BaseException as exc:  # report, never take the program down
@@ -167,16 +168,17 @@ class Drainer:
             or clock() - encoder.started_ns >= self.generation_ns
         ):
             self.outbox.put(encoder.end_generation())
-            self.outbox.put(encoder.begin_generation(self.lost_events))
+            reported = self.lost_events - self._unreported_lost
+            self.outbox.put(encoder.begin_generation(reported))
 
     def _drop(self, n: int) -> None:
         self.lost_events += n
         self._unreported_lost += n
 
-    def _report_lost(self) -> None:
+    def _report_lost(self, *, force: bool = False) -> None:
         if not self._unreported_lost:
             return
-        if self.max_buffer_bytes - self.outbox.bytes < 256:
+        if not force and self.max_buffer_bytes - self.outbox.bytes < 256:
             return
         record = (EVENTS_LOST, clock(), self._unreported_lost)
         self._unreported_lost = 0
