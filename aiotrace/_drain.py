@@ -145,13 +145,14 @@ class Drainer:
         """Takes every thread's pending events and encodes or drops them."""
         encoder = self.encoder
         for buf, events in self.recorder.take():
-            room = self.max_buffer_bytes - self.outbox.bytes
-            if len(events) * EVENT_COST > room:
-                self._drop(len(events))
-                continue
-            self._report_lost()
             for i in range(0, len(events), BATCH_EVENTS):
                 chunk = events[i : i + BATCH_EVENTS]
+                # Decided per batch against what the sink has not yet taken,
+                # so a burst goes through while the writer keeps up.
+                if len(chunk) * EVENT_COST > self.max_buffer_bytes - self.outbox.bytes:
+                    self._drop(len(chunk))
+                    continue
+                self._report_lost()
                 try:
                     data = encoder.encode_batch(buf.thread_id, buf.name, chunk)
                 except ValueError as exc:

@@ -178,8 +178,8 @@ class Encoder:
         base = events[0][1] if events else clock()
         out: list[Any] = [thread_id, base]
         append = out.append
-        if thread_id not in self._threads_seen:
-            self._threads_seen.add(thread_id)
+        new_thread = thread_id not in self._threads_seen
+        if new_thread:
             label = (_LABEL, base, ResourceKind.THREAD, thread_id, thread_name)
             append(convert[_LABEL](label, 0))
         last = base
@@ -192,6 +192,8 @@ class Encoder:
             raise ValueError(
                 f"event {ev[:2]!r} does not match the spec table: {exc!r}"
             ) from None
+        if new_thread:
+            self._threads_seen.add(thread_id)
         parts: list[bytes] = []
         if self._new_strings:
             parts.append(self._table(FrameKind.STRINGS, self._new_strings, 0))

@@ -21,6 +21,7 @@ import io
 import os
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -67,12 +68,29 @@ class SyncSink:
         *,
         flush: Callable[[], object] | None = None,
         close: Callable[[], object] | None = None,
+        raw: bool = False,
         description: str,
     ) -> None:
-        self.write = write
+        self._write = write
+        self._raw = raw
         self._flush = flush
         self._close = close
         self.description = description
+
+    def write(self, data: bytes) -> None:
+        """Writes all of ``data``, however many calls the sink needs.
+
+        A raw file may take part of a write (its ``write`` returns the count)
+        or, if non-blocking, none of it for now (it returns ``None``).
+        """
+        while data:
+            n = self._write(data)
+            if n is None and self._raw:
+                time.sleep(0.001)  # a non-blocking raw file would block
+                continue
+            if type(n) is not int or not 0 <= n < len(data):
+                return  # all taken (or no count: buffered files return None)
+            data = data[n:]
 
     def finish(self) -> None:
         """Flushes, and closes what aiotrace opened."""
@@ -139,6 +157,7 @@ def adapt(sink: object) -> SyncSink | AsyncSink:
         return SyncSink(
             write,
             flush=flush if callable(flush) else None,
+            raw=isinstance(sink, io.RawIOBase),
             description=type(sink).__name__,
         )
     raise TypeError(

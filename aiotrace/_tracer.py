@@ -110,9 +110,13 @@ class Tracer:
         return self._error
 
     def _start(self) -> None:
+        # Recording turns on before the writer can fail, so that a failure,
+        # however early, finds it on and turns it off.
         if isinstance(self._sink, AsyncSink):
-            self._start_async_writer(self._sink)
+            self._start_async_writer(self._sink)  # may refuse: no loop
+            _recorder.active = self.recorder
         else:
+            _recorder.active = self.recorder
             threading.Thread(
                 target=self._write_sync,
                 args=(self._sink,),
@@ -120,7 +124,6 @@ class Tracer:
                 daemon=True,
             ).start()
         self._drainer.start()
-        _recorder.active = self.recorder
 
     def _start_async_writer(self, sink: AsyncSink) -> None:
         try:
@@ -220,7 +223,12 @@ class Tracer:
             TracingError: the sink failed (the cause is chained), or the sink is
                 async and this is the event loop's own thread (use ``astop``).
         """
-        if self.is_async and self._loop_thread == threading.get_ident():
+        if (
+            self.is_async
+            and self._loop_thread == threading.get_ident()
+            and not self._writer_done.is_set()
+            and _loop_alive(self._loop)
+        ):
             raise TracingError(
                 "aiotrace: this trace writes to an async sink; stop it with "
                 "`await aiotrace.astop()` or use `async with aiotrace.tracing(...)`"
@@ -286,6 +294,12 @@ def start(
     global _current
     with _lock:
         if _current is not None:
+            if _current.error is not None:
+                raise TracingError(
+                    "aiotrace: the previous trace stopped because its sink failed "
+                    f"({type(_current.error).__name__}: {_current.error}); call "
+                    "aiotrace.stop() to collect that error before starting again"
+                )
             raise TracingError(
                 "aiotrace: tracing is already on; stop it before starting again"
             )
