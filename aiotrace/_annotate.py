@@ -23,7 +23,13 @@ def log(category: str, message: str) -> None:
     """
     rec = _recorder.active
     if rec is not None:
-        rec.events().append((_LOG, _clock(), BACKGROUND_TASK, category, message, None))
+        # The thread's list straight from the thread-local; registering a new
+        # thread is the rare path. A method call here would cost ~28 ns.
+        try:
+            events = rec._local.events
+        except AttributeError:
+            events = rec.events()
+        events.append((_LOG, _clock(), BACKGROUND_TASK, category, message, None))
 
 
 def logf(category: str, fmt: str, *args: object) -> None:

@@ -161,16 +161,18 @@ class Drainer:
                     continue
                 self.events += len(chunk)
                 self.outbox.put(data)
+                if encoder.bytes >= self.generation_bytes:
+                    self._rotate()  # a burst must not make one huge generation
                 if len(events) > BATCH_EVENTS:
                     time.sleep(0)  # let the traced threads have the GIL
         self._report_lost()
-        if (
-            encoder.bytes >= self.generation_bytes
-            or clock() - encoder.started_ns >= self.generation_ns
-        ):
-            self.outbox.put(encoder.end_generation())
-            reported = self.lost_events - self._unreported_lost
-            self.outbox.put(encoder.begin_generation(reported))
+        if clock() - encoder.started_ns >= self.generation_ns:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        self.outbox.put(self.encoder.end_generation())
+        reported = self.lost_events - self._unreported_lost
+        self.outbox.put(self.encoder.begin_generation(reported))
 
     def _drop(self, n: int) -> None:
         self.lost_events += n

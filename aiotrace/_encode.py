@@ -175,7 +175,10 @@ class Encoder:
                 code that recorded it).
         """
         convert = self._convert
-        base = events[0][1] if events else clock()
+        try:
+            base = events[0][1] if events else clock()
+        except (IndexError, TypeError, KeyError) as exc:
+            raise ValueError(f"event {events[0]!r} has no time: {exc!r}") from None
         out: list[Any] = [thread_id, base]
         append = out.append
         new_thread = thread_id not in self._threads_seen

@@ -62,7 +62,13 @@ class Recorder:
         self.events().append((code, clock(), *args))
 
     def emit_at(self, code: int, time_ns: int, *args: Any) -> None:
-        """Records one event with an explicit time (e.g. a range noticed late)."""
+        """Records one event with an explicit time (e.g. a range noticed late).
+
+        Raises:
+            TypeError: ``time_ns`` is not an int of the trace clock.
+        """
+        if type(time_ns) is not int:
+            raise TypeError(f"time_ns must be an int, got {type(time_ns).__name__}")
         self.events().append((code, time_ns, *args))
 
     def _register(self) -> list[Event]:

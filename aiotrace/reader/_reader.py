@@ -94,6 +94,7 @@ class Reader:
         typer = self._typer
         for gen in self._generations():
             yield from typer.events(gen)
+            del gen  # or it stays alive while the next generation is decoded
 
     def raw(self) -> Iterator[RawEvent]:
         """Yields raw events in file order, as written: the fast path.
@@ -187,6 +188,7 @@ class AsyncReader:
             for gen in pipeline.feed(bytes(data)):
                 for ev in typer.events(gen):
                     yield ev
+                del gen  # or it stays alive while the next one is decoded
         pipeline.eof()
 
 
