@@ -8,8 +8,10 @@ starting event loop for async sinks.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import math
+import os
 import sys
 import threading
 import warnings
@@ -400,6 +402,31 @@ def _warn_masked(err: TracingError) -> None:
         TracingWarning,
         stacklevel=3,
     )
+
+
+def _stop_at_exit() -> None:
+    """Finishes a sync trace the program never stopped, so the file is whole."""
+    tracer = _current
+    if tracer is None or tracer.is_async:
+        return
+    try:
+        tracer.stop()
+    except TracingError as exc:
+        print(f"aiotrace: at exit: {exc}", file=sys.stderr)
+
+
+def _forget_in_child() -> None:
+    """In a forked child, the parent's trace is not ours: its threads did not
+    survive the fork, and recording into it would only fill memory."""
+    global _current, _lock
+    _lock = threading.Lock()
+    _current = None
+    _recorder.active = None
+
+
+atexit.register(_stop_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _positive_or_none(name: str, value: float | None) -> float | None:
