@@ -23,28 +23,12 @@ from typing import Any, BinaryIO
 import anyio
 import anyio.abc
 import pytest
+from helpers import MIN_BUFFER, wait_until
 
 import aiotrace
 from aiotrace import reader
 from aiotrace.reader import EventKind
 from aiotrace.sinks import MemorySink
-
-MIN_BUFFER = 64 << 10
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """Runs each anyio test on asyncio and on trio."""
-    return str(request.param)
-
-
-def wait_until(cond: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    """Polls ``cond`` until it holds; fails (never hangs) if it does not."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.002)
 
 
 def parse(data: bytes) -> list[reader.Event]:

@@ -6,34 +6,16 @@ import asyncio
 import io
 import math
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pytest
+from helpers import MIN_BUFFER, wait_until
 
 import aiotrace
 from aiotrace import reader
 from aiotrace.reader import EventKind, ResourceKind
 from aiotrace.sinks import MemorySink
-
-MIN_BUFFER = 64 << 10
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """Runs each anyio test on asyncio and on trio."""
-    return str(request.param)
-
-
-def wait_until(cond: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    """Polls ``cond`` until it holds; fails (never hangs) if it does not."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.002)
 
 
 def logs(events: list[reader.Event], category: str) -> list[reader.Event]:
