@@ -1,35 +1,42 @@
-"""User annotations: logs (tasks and regions build on the same path)."""
+"""User logs: timestamped (category, message) records under the current task."""
 
 from __future__ import annotations
 
 from typing import Final
 
 from . import _recorder
+from ._context import current_task_var
 from ._format.spec import C
-
-BACKGROUND_TASK: Final = 0
-"""The task of events recorded outside any user task."""
-NO_TASK: Final = -1
-"""No task at all (as opposed to the background task)."""
+from ._recorder import capture_stack
+from ._task import BACKGROUND_TASK
 
 _LOG: Final = C["Log"]
 _clock = _recorder.clock
 
 
 def log(category: str, message: str) -> None:
-    """Records a timestamped message in the trace, under ``category``.
-
-    Does nothing when tracing is off.
+    """Records a timestamped message in the trace, under ``category`` and the
+    current task. Does nothing when tracing is off.
     """
     rec = _recorder.active
     if rec is not None:
+        task = current_task_var.get()
         # The thread's list straight from the thread-local; registering a new
         # thread is the rare path. A method call here would cost ~28 ns.
         try:
             events = rec._local.events
         except AttributeError:
             events = rec.events()
-        events.append((_LOG, _clock(), BACKGROUND_TASK, category, message, None))
+        events.append(
+            (
+                _LOG,
+                _clock(),
+                BACKGROUND_TASK if task is None else task.id,
+                category,
+                message,
+                capture_stack(1) if rec.stacks else None,
+            )
+        )
 
 
 def logf(category: str, fmt: str, *args: object) -> None:
@@ -41,4 +48,14 @@ def logf(category: str, fmt: str, *args: object) -> None:
         message = fmt % args
     except Exception as exc:  # a bad format must not crash the traced program
         message = f"{fmt!r} % {args!r} failed: {type(exc).__name__}: {exc}"
-    rec.events().append((_LOG, _clock(), BACKGROUND_TASK, category, message, None))
+    task = current_task_var.get()
+    rec.events().append(
+        (
+            _LOG,
+            _clock(),
+            BACKGROUND_TASK if task is None else task.id,
+            category,
+            message,
+            capture_stack(1) if rec.stacks else None,
+        )
+    )

@@ -13,9 +13,11 @@ end, so the two steps never lose or repeat an event, with or without the GIL.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
+from types import FrameType
 from typing import Any, Final
 
 clock: Final[Callable[[], int]] = time.perf_counter_ns
@@ -25,6 +27,25 @@ Event = tuple[Any, ...]
 
 active: Recorder | None = None
 """The recorder of the running tracer; None when tracing is off."""
+
+
+MAX_STACK_DEPTH: Final = 32
+"""Most frames kept in a recorded stack, innermost first."""
+
+
+def capture_stack(skip: int) -> tuple[tuple[Any, int], ...]:
+    """Returns the caller's stack, ``skip`` frames up, as (code, line) pairs.
+
+    Code objects are interned to names and files by the encoder, off the hot
+    path. Costs about a microsecond: annotations record stacks only when
+    tracing was started with ``annotation_stacks=True``.
+    """
+    frame: FrameType | None = sys._getframe(skip + 1)
+    frames: list[tuple[Any, int]] = []
+    while frame is not None and len(frames) < MAX_STACK_DEPTH:
+        frames.append((frame.f_code, frame.f_lineno))
+        frame = frame.f_back
+    return tuple(frames)
 
 
 class ThreadBuffer:
@@ -44,7 +65,9 @@ class ThreadBuffer:
 class Recorder:
     """Recorder collects events from every thread into per-thread buffers."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, stacks: bool = False) -> None:
+        self.stacks = stacks
+        """Whether annotations record the caller's stack."""
         self._local = threading.local()
         self._lock = threading.Lock()
         self._buffers: list[ThreadBuffer] = []

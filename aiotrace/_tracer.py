@@ -48,6 +48,9 @@ class Tracer:
             or None when stall detection is off.
         max_buffer_bytes: the memory bound for undrained and unwritten events.
         metrics_interval: seconds between metric samples, or None.
+
+    ``annotation_stacks=True`` records the caller's stack on every task,
+    region and log event (about a microsecond each; off by default).
     """
 
     def __init__(
@@ -57,7 +60,13 @@ class Tracer:
         stall_threshold: float | None = 0.1,
         max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
         metrics_interval: float | None = None,
+        annotation_stacks: bool = False,
     ) -> None:
+        if not isinstance(annotation_stacks, bool):
+            raise TypeError(
+                "aiotrace: annotation_stacks must be True or False, "
+                f"got {type(annotation_stacks).__name__}"
+            )
         self.stall_threshold = _positive_or_none("stall_threshold", stall_threshold)
         self.metrics_interval = _positive_or_none("metrics_interval", metrics_interval)
         if isinstance(max_buffer_bytes, bool) or not isinstance(max_buffer_bytes, int):
@@ -72,7 +81,7 @@ class Tracer:
             )
         self.max_buffer_bytes = max_buffer_bytes
         self._sink = adapt(sink)
-        self.recorder = Recorder()
+        self.recorder = Recorder(stacks=annotation_stacks)
         self._outbox = Outbox()
         self._drainer = Drainer(
             self.recorder, self._outbox, max_buffer_bytes=max_buffer_bytes
@@ -281,6 +290,7 @@ def start(
     stall_threshold: float | None = 0.1,
     max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
     metrics_interval: float | None = None,
+    annotation_stacks: bool = False,
 ) -> Tracer:
     """Starts tracing the whole process into ``sink`` and returns the Tracer.
 
@@ -310,6 +320,7 @@ def start(
             stall_threshold=stall_threshold,
             max_buffer_bytes=max_buffer_bytes,
             metrics_interval=metrics_interval,
+            annotation_stacks=annotation_stacks,
         )
         tracer._start()
         _current = tracer
