@@ -14,7 +14,10 @@ import contextlib
 import functools
 import inspect
 import warnings
+from asyncio import current_task
+from asyncio.events import _get_running_loop
 from collections.abc import Awaitable, Callable
+from threading import get_ident
 from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar
 
@@ -44,14 +47,16 @@ class Region:
     decorator, or ``start_region(type)`` and ``end()``.
     """
 
-    __slots__ = ("_state", "task_id", "type")
+    __slots__ = ("_owner", "_state", "task_id", "type")
 
     def __init__(self, type: str) -> None:
         self.type = type
         self.task_id = BACKGROUND_TASK
         self._state = 0  # 0 not begun, 1 open, 2 ended
+        self._owner: object = None
 
     def _begin(self) -> Region:
+        self._owner = _owner()
         task = current_task_var.get()
         if task is not None:
             self.task_id = task.id
@@ -76,7 +81,14 @@ class Region:
             return
         self._state = 2
         open_regions = regions_var.get()
-        if open_regions and open_regions[-1] is self:
+        if self._owner != _owner():
+            # A child coroutine's context is a copy of its parent's, open
+            # regions included: only the owner tells who began the region.
+            _misuse(
+                f"region {self.type!r} ended in another coroutine or thread than "
+                "the one that began it"
+            )
+        elif open_regions and open_regions[-1] is self:
             regions_var.set(open_regions[:-1])
         elif any(r is self for r in open_regions):
             inner = [r.type for r in open_regions[open_regions.index(self) + 1 :]]
@@ -85,11 +97,6 @@ class Region:
                 "begun inside it were still open"
             )
             regions_var.set(tuple(r for r in open_regions if r is not self))
-        else:
-            _misuse(
-                f"region {self.type!r} ended in another coroutine or thread than "
-                "the one that began it"
-            )
         rec = _recorder.active
         if rec is not None:
             stack = capture_stack(2) if rec.stacks else None
@@ -246,6 +253,16 @@ def _decorate(type: str, fn: Callable[P, R]) -> Callable[P, R]:
             r._end()
 
     return in_region
+
+
+def _owner() -> object:
+    """Returns who is running: the asyncio task, else the thread."""
+    loop = _get_running_loop()
+    if loop is not None:
+        task = current_task(loop)
+        if task is not None:
+            return task
+    return get_ident()
 
 
 def _misuse(message: str) -> None:

@@ -7,12 +7,19 @@ from collections.abc import Iterator
 import pytest
 
 import aiotrace
+from aiotrace._context import current_task_var, regions_var
 
 
 @pytest.fixture(autouse=True)
 def _tracing_off() -> Iterator[None]:
     assert not aiotrace.is_enabled(), "a previous test left tracing on"
+    # A test that makes a task current without `with` (as Go's NewTask does)
+    # must not hand it to the next test, which runs in the same context.
+    task_token = current_task_var.set(None)
+    regions_token = regions_var.set(())
     yield
+    current_task_var.reset(task_token)
+    regions_var.reset(regions_token)
     if aiotrace.is_enabled():
         try:
             aiotrace.stop()
