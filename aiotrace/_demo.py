@@ -1,29 +1,33 @@
-"""The built-in program that ``aiotrace demo`` traces."""
+"""The built-in program that ``aiotrace demo`` traces: a small coffee bar."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
 from ._annotate import log, logf
+from ._region import region
+from ._task import new_task
 
 
 def _grind(order: int) -> None:
-    time.sleep(0.002)
-    logf("grinder", "order %d: beans ground in thread %s", order, threading.get_ident())
+    with region("grindBeans"):
+        time.sleep(0.002)
+        logf("grinder", "order %d: beans ground", order)
 
 
 async def _barista(order: int, queue: asyncio.Queue[int]) -> None:
-    log("barista", f"order {order}: start")
-    await asyncio.to_thread(_grind, order)
-    await asyncio.sleep(0.001 * order)
-    await queue.put(order)
-    log("barista", f"order {order}: served")
+    async with new_task("order"):
+        log("barista", f"order {order}: start")
+        await asyncio.to_thread(_grind, order)
+        async with region("steamMilk"):
+            await asyncio.sleep(0.001 * order)
+        await queue.put(order)
+        log("barista", f"order {order}: served")
 
 
 async def main(orders: int = 4) -> None:
-    """Serves ``orders`` coffees concurrently, logging each step."""
+    """Serves ``orders`` coffees concurrently, each a task with regions."""
     queue: asyncio.Queue[int] = asyncio.Queue()
     async with asyncio.TaskGroup() as tg:
         for order in range(1, orders + 1):
