@@ -18,7 +18,6 @@ from asyncio import current_task
 from asyncio.events import _get_running_loop
 from collections.abc import Awaitable, Callable
 from threading import get_ident
-from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar
 
 from . import _recorder
@@ -105,23 +104,13 @@ class Region:
     def __enter__(self) -> Region:
         return self._begin()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._end()
 
     async def __aenter__(self) -> Region:
         return self._begin()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         self._end()
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:

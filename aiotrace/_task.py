@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import threading
 from contextvars import Token
-from types import TracebackType
 from typing import Final
 
 from . import _recorder
@@ -67,24 +66,14 @@ class Task:
     def __enter__(self) -> Task:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._end()
         self._restore()
 
     async def __aenter__(self) -> Task:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         self._end()
         self._restore()
 
