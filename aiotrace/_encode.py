@@ -50,6 +50,7 @@ class Encoder:
         self.started_ns = 0
         self._strings: dict[str, int] = {}
         self._stacks: dict[Any, int] = {}
+        self._stack_refs: list[Any] = []
         self._new_strings: list[str] = []
         self._new_stacks: list[list[Any]] = []
         self._threads_seen: set[int] = set()
@@ -112,7 +113,11 @@ class Encoder:
         """Returns the id of a stack in this generation (0 for none), defining it."""
         if not stack:
             return 0
-        kid = self._stacks.get(stack)
+        # Keyed by the identity of each frame's code object: hashing a code
+        # object hashes its bytecode, 5-40 us per frame on 3.12+. The ids stay
+        # valid because _stack_refs keeps the stacks alive for the generation.
+        key = tuple([(id(fr[0]), *fr[1:]) for fr in stack])
+        kid = self._stacks.get(key)
         if kid is None:
             flat: list[Any] = []
             for fr in stack:
@@ -131,7 +136,8 @@ class Encoder:
                         line if type(line) is int else 0,
                     )
             kid = len(self._stacks) + 1
-            self._stacks[stack] = kid
+            self._stacks[key] = kid
+            self._stack_refs.append(stack)
             self._new_stacks.append(flat)
         return kid
 
@@ -146,6 +152,7 @@ class Encoder:
         self.batches = self.events = self.bytes = 0
         self._strings.clear()
         self._stacks.clear()
+        self._stack_refs.clear()
         self._new_strings.clear()
         self._new_stacks.clear()
         self._threads_seen.clear()

@@ -104,13 +104,13 @@ class Region:
     def __enter__(self) -> Region:
         return self._begin()
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self._end()
 
     async def __aenter__(self) -> Region:
         return self._begin()
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
         self._end()
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
@@ -122,7 +122,7 @@ class Region:
         return f"<aiotrace.Region {self.type!r} task={self.task_id} {state}>"
 
 
-class _Off:
+class _Off(Region):
     """_Off is what ``region(type)`` returns when tracing is off: a no-op.
 
     One per type, cached, so that a disabled ``with region(...)`` allocates
@@ -130,41 +130,48 @@ class _Off:
     is on at the time of the call.
     """
 
-    __slots__ = ("type",)
+    __slots__ = ()
 
     def __init__(self, type: str) -> None:
         self.type = type
+        self.task_id = BACKGROUND_TASK
+        self._state = 0
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> Region:
+        return self
+
+    # Explicit arguments: a few ns cheaper than *exc on this hot path.
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         return None
 
-    def __exit__(self, *exc: object) -> None:
-        return None
+    async def __aenter__(self) -> Region:
+        return self
 
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
         return None
 
     def end(self) -> None:
         """Does nothing: the region began while tracing was off."""
 
-    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
-        return _decorate(self.type, fn)
+    def _end(self) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"<aiotrace.Region {self.type!r} (tracing off)>"
 
 
 _off_cache: dict[object, _Off] = {}
 _OFF_CACHE_MAX: Final = 4096
 
 
-def region(type: str) -> Region | _Off:
+def region(type: str) -> Region:
     """Returns a region of ``type`` for ``with``, ``async with`` or decorating.
 
     ``with aiotrace.region("steamMilk"): ...`` times the block in the current
     coroutine or thread, under the current task. As ``@aiotrace.region(t)``
     on a ``def`` or ``async def``, each call is a region. With tracing off it
-    costs about two function calls and allocates nothing.
+    allocates nothing and costs about what an empty ``with`` of a no-op
+    context manager does.
     """
     if _recorder.active is None:
         off = _off_cache.get(type)
@@ -177,7 +184,7 @@ def region(type: str) -> Region | _Off:
     return Region(type)
 
 
-def start_region(type: str) -> Region | _Off:
+def start_region(type: str) -> Region:
     """Begins a region of ``type`` now; call ``end()`` on the result to end it.
 
     It must end in the coroutine or thread that began it, innermost first.

@@ -66,14 +66,14 @@ class Task:
     def __enter__(self) -> Task:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self._end()
         self._restore()
 
     async def __aenter__(self) -> Task:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
         self._end()
         self._restore()
 

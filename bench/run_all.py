@@ -1,6 +1,6 @@
 """run_all: runs every aiotrace benchmark and prints their tables.
 
-Run: ``python bench/run_all.py [--rounds N] [--quick]`` (about 35 s).
+Run: ``python bench/run_all.py [--rounds N] [--quick]`` (about 70 s).
 
 Each benchmark runs in its own process, one after the other (never in
 parallel: they would disturb each other's timings), with this interpreter;
@@ -15,7 +15,12 @@ import subprocess
 import sys
 import time
 
-BENCHMARKS = ("bench_record.py", "bench_encode.py", "bench_read.py")
+BENCHMARKS = (
+    "bench_record.py",
+    "bench_annotate.py",
+    "bench_encode.py",
+    "bench_read.py",
+)
 
 
 def main() -> int:
