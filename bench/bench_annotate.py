@@ -115,7 +115,7 @@ def plain(x: int) -> int:
 
 # region() returns Region | _Off; mypy calls a decorator of a union type
 # untyped, though both __call__ are typed.
-@aiotrace.region("x")  # type: ignore[untyped-decorator]
+@aiotrace.region("x")
 def decorated(x: int) -> int:
     return x
 
@@ -124,7 +124,7 @@ async def aplain() -> None:
     return None
 
 
-@aiotrace.region("x")  # type: ignore[untyped-decorator]
+@aiotrace.region("x")
 async def adecorated() -> None:
     return None
 
