@@ -48,6 +48,11 @@ def logf(category: str, fmt: str, *args: object) -> None:
         message = fmt % args
     except Exception as exc:  # a bad format must not crash the traced program
         message = f"{fmt!r} % {args!r} failed: {type(exc).__name__}: {exc}"
+    _record(rec, category, message)
+
+
+def _record(rec: _recorder.Recorder, category: str, message: str) -> None:
+    # For logf, whose formatting already costs more than this call.
     task = current_task_var.get()
     rec.events().append(
         (
@@ -56,6 +61,6 @@ def logf(category: str, fmt: str, *args: object) -> None:
             BACKGROUND_TASK if task is None else task.id,
             category,
             message,
-            capture_stack(1) if rec.stacks else None,
+            capture_stack(2) if rec.stacks else None,
         )
     )

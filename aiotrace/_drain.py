@@ -119,7 +119,7 @@ class Drainer:
 
     def abandon(self) -> None:
         """Stops the thread without writing anything more (the sink failed)."""
-        self.outbox.closed = True
+        self.outbox.close()  # wakes a writer waiting for data
         self._stop.set()
 
     def _run(self) -> None:

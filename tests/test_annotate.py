@@ -278,6 +278,7 @@ def test_logs_belong_to_the_current_task(sink: MemorySink) -> None:
 def _annotate_here() -> int:
     line = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
     aiotrace.log("where", "here")
+    aiotrace.logf("where", "%s", "here too")
     return line
 
 
@@ -291,16 +292,19 @@ def test_annotation_stacks_name_the_caller() -> None:
             pass
     with aiotrace.tracing(without):
         _annotate_here()
-    (log,) = _kinds(with_stacks.events(), EventKind.LOG)
+    log, logf = _kinds(with_stacks.events(), EventKind.LOG)
     top = log.stack.frames[0]
     assert (top.func, top.file, top.line) == ("_annotate_here", __file__, line)
     assert log.stack.frames[1].func == "test_annotation_stacks_name_the_caller"
+    top = logf.stack.frames[0]
+    assert (top.func, top.file, top.line) == ("_annotate_here", __file__, line + 1)
     for ev in _kinds(
         with_stacks.events(), EventKind.REGION_BEGIN, EventKind.REGION_END
     ):
         assert ev.stack.frames[0].func == "test_annotation_stacks_name_the_caller"
-    (plain,) = _kinds(without.events(), EventKind.LOG)
-    assert not plain.stack
+    plain = _kinds(without.events(), EventKind.LOG)
+    assert len(plain) == 2
+    assert not any(ev.stack for ev in plain)
 
 
 def test_annotation_stacks_option_is_checked() -> None:
