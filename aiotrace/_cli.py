@@ -31,6 +31,12 @@ def _parser() -> argparse.ArgumentParser:
     dump = sub.add_parser("dump", help="print one line per event")
     dump.add_argument("file", metavar="FILE", help="a trace file, or - for stdin")
     dump.add_argument(
+        "--validate",
+        action="store_true",
+        help="also check the trace's invariants (legal state transitions, "
+        "balanced tasks, regions and ranges); exit 1 if any is broken",
+    )
+    dump.add_argument(
         "--raw",
         action="store_true",
         help="raw events in file order, without ordering or context",
@@ -40,11 +46,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "dump" and args.raw and args.validate:
+        parser.error("--validate checks typed events; it does not go with --raw")
     try:
         if args.command == "demo":
             return _demo(Path(args.output), args.lines)
-        return _dump(args.file, raw=args.raw)
+        return _dump(args.file, raw=args.raw, validate=args.validate)
     except BrokenPipeError:
         # `aiotrace dump t.trace | head` closes the pipe early: not an error.
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -52,9 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def _dump(file: str, *, raw: bool, limit: int | None = None) -> int:
-    from .reader import Reader, TraceError, format_event
+def _dump(
+    file: str, *, raw: bool, validate: bool = False, limit: int | None = None
+) -> int:
+    from .reader import Reader, TraceError, Validator, format_event
 
+    validator = Validator() if validate else None
     try:
         stream = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
     except OSError as exc:
@@ -77,6 +89,8 @@ def _dump(file: str, *, raw: bool, limit: int | None = None) -> int:
                         break
             else:
                 for ev in reader:
+                    if validator is not None:
+                        validator.check(ev)
                     out.write(format_event(ev) + "\n")
                     n += 1
                     if limit is not None and n >= limit:
@@ -84,6 +98,11 @@ def _dump(file: str, *, raw: bool, limit: int | None = None) -> int:
     except TraceError as exc:
         out.flush()
         print(f"aiotrace: {file}: {exc}", file=sys.stderr)
+        return 1
+    if validator is not None and validator.problems:
+        out.flush()
+        for problem in validator.problems:
+            print(f"aiotrace: {file}: invalid: {problem}", file=sys.stderr)
         return 1
     return 0
 

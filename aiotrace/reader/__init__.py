@@ -50,6 +50,9 @@ from ._reader import AsyncReader as AsyncReader
 from ._reader import Reader as Reader
 from ._reader import read_events as read_events
 from ._typed import LOST_METRIC as LOST_METRIC
+from ._validate import Problem as Problem
+from ._validate import Validator as Validator
+from ._validate import validate as validate
 
 __all__ = (
     "BACKGROUND_TASK",
@@ -69,6 +72,7 @@ __all__ = (
     "LoopID",
     "LoopState",
     "Metric",
+    "Problem",
     "Range",
     "RawEvent",
     "Reader",
@@ -83,6 +87,8 @@ __all__ = (
     "TaskID",
     "ThreadID",
     "TraceError",
+    "Validator",
     "format_event",
     "read_events",
+    "validate",
 )
