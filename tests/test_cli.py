@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import aiotrace
-from aiotrace.reader import EventKind, read_events
+from aiotrace.reader import EventKind, read_events, validate
 
 TESTDATA = Path(__file__).resolve().parent / "testdata"
 
@@ -37,6 +37,7 @@ def test_demo_writes_a_trace_and_prints_its_first_events(tmp_path: Path) -> None
     assert len(dump_lines) == 5
     assert " SYNC " in dump_lines[0]
     events = read_events(trace)
+    assert validate(events) == []
     logs = [ev for ev in events if ev.kind is EventKind.LOG]
     categories = {ev.log.category for ev in logs}
     assert {"barista", "grinder", "cafe"} <= categories

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from aiotrace.reader import EventKind, read_events
+from aiotrace.reader import EventKind, read_events, validate
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -45,6 +45,7 @@ def test_cappuccino(tmp_path: Path) -> None:
     )
     assert str(trace) in proc.stdout
     events = read_events(trace)
+    assert validate(events) == []
     begins = {e.task.id: e for e in events if e.kind is EventKind.TASK_BEGIN}
     assert {e.task.type for e in begins.values()} == {"makeCappuccino"}
     assert len(begins) == 2
