@@ -80,20 +80,6 @@ class Recorder:
             events = self._register()
         return events
 
-    def emit(self, code: int, *args: Any) -> None:
-        """Records one event of type ``code`` now, from the calling thread."""
-        self.events().append((code, clock(), *args))
-
-    def emit_at(self, code: int, time_ns: int, *args: Any) -> None:
-        """Records one event with an explicit time (e.g. a range noticed late).
-
-        Raises:
-            TypeError: ``time_ns`` is not an int of the trace clock.
-        """
-        if type(time_ns) is not int:
-            raise TypeError(f"time_ns must be an int, got {type(time_ns).__name__}")
-        self.events().append((code, time_ns, *args))
-
     def _register(self) -> list[Event]:
         buf = ThreadBuffer(threading.current_thread())
         with self._lock:
@@ -124,14 +110,3 @@ class Recorder:
             with self._lock:
                 self._buffers = [b for b in self._buffers if b not in dead]
         return taken
-
-    def pending(self) -> int:
-        """Returns how many events wait in the thread buffers (approximate)."""
-        with self._lock:
-            buffers = list(self._buffers)
-        return sum(len(b.events) for b in buffers)
-
-    def threads(self) -> list[ThreadBuffer]:
-        """Returns the buffers of every thread that has recorded."""
-        with self._lock:
-            return list(self._buffers)

@@ -35,11 +35,6 @@ _lock = threading.Lock()
 _current: Tracer | None = None
 
 
-def current() -> Tracer | None:
-    """Returns the running tracer, or None."""
-    return _current
-
-
 class Tracer:
     """Tracer is one running trace, from ``start`` to ``stop``.
 
@@ -144,6 +139,7 @@ class Tracer:
         if loop is not None:
             self._loop = loop
             self._loop_thread = threading.get_ident()
+            # Held: the loop keeps only a weak reference to its tasks.
             self._writer_task = loop.create_task(
                 self._write_async(sink), name="aiotrace-write"
             )

@@ -161,6 +161,20 @@ class NoiseProbe:
         )
 
 
+def quiesce(tracer: aiotrace.Tracer | None, recorded: int, timeout: float) -> None:
+    """Waits until ``recorded`` events are encoded (or dropped) and written."""
+    if tracer is None:
+        return
+    outbox = getattr(tracer, "_outbox", None)  # private: best effort
+    deadline = time.monotonic() + timeout
+    while (
+        tracer.events + tracer.lost_events < recorded or getattr(outbox, "bytes", 0) > 0
+    ):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the drainer did not catch up in {timeout:g} s")
+        time.sleep(0.002)
+
+
 def environment() -> str:
     """Returns one line describing the interpreter, machine and date."""
     try:

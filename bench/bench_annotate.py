@@ -58,7 +58,15 @@ from itertools import repeat
 from types import FrameType, TracebackType
 from typing import Any
 
-from _common import NoiseProbe, Summary, arguments, environment, print_table, summarize
+from _common import (
+    NoiseProbe,
+    Summary,
+    arguments,
+    environment,
+    print_table,
+    quiesce,
+    summarize,
+)
 
 import aiotrace
 from aiotrace.sinks import MemorySink
@@ -360,18 +368,7 @@ class Burst:
 
     def quiesce(self) -> None:
         """Waits until every event is encoded (or dropped) and written."""
-        tracer = self.tracer
-        if tracer is None:
-            return
-        outbox = getattr(tracer, "_outbox", None)  # private: best effort
-        deadline = time.monotonic() + 30
-        while (
-            tracer.events + tracer.lost_events < self.recorded
-            or getattr(outbox, "bytes", 0) > 0
-        ):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the drainer did not catch up in 30 s")
-            time.sleep(0.002)
+        quiesce(self.tracer, self.recorded, 30)
 
     def time(self, fn: Loop, n: int, events: int = 0) -> float:
         """Returns thread-CPU ns per iteration of ``fn``: the fastest of 5 parts."""

@@ -45,6 +45,7 @@ from _common import (
     arguments,
     environment,
     print_table,
+    quiesce,
     summarize,
 )
 
@@ -171,19 +172,7 @@ class Burst:
 
     def quiesce(self) -> None:
         """Waits until every event is encoded (or dropped) and written."""
-        tracer = self.tracer
-        if tracer is None:
-            return
-        # The outbox is private; without it, wait for the encoding only.
-        outbox = getattr(tracer, "_outbox", None)
-        deadline = time.monotonic() + 10
-        while (
-            tracer.events + tracer.lost_events < self.recorded
-            or getattr(outbox, "bytes", 0) > 0
-        ):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the drainer did not catch up in 10 s")
-            time.sleep(0.002)
+        quiesce(self.tracer, self.recorded, 10)
 
     def time(self, name: str, fn: Loop) -> tuple[float, float]:
         """Returns thread-CPU and wall ns per iteration of ``fn``.

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import anyio
 
 from ._decode import Decoder, Generation, RawEvent
-from ._frames import FrameParser
+from ._frames import Frame, FrameParser
 from ._model import Event, TraceError
 from ._typed import Typer
 
@@ -27,10 +27,14 @@ class _Pipeline:
         self.parser = FrameParser()
         self.decoder = Decoder()
 
-    def feed(self, data: bytes) -> Iterator[Generation]:
+    def frames(self, data: bytes) -> list[Frame]:
+        """Parses ``data`` into frames; nothing may follow the trace's end."""
         if self.decoder.ended and data:
             raise TraceError("data after the end of the trace", self.parser.offset)
-        for fr in self.parser.feed(data):
+        return self.parser.feed(data)
+
+    def feed(self, data: bytes) -> Iterator[Generation]:
+        for fr in self.frames(data):
             gen = self.decoder.feed(fr)
             if gen is not None:
                 yield gen
@@ -108,7 +112,7 @@ class Reader:
         pipeline = self._pipeline
         decoder = pipeline.decoder = Decoder(validate=False)
         for data in self._chunks():
-            for fr in pipeline.parser.feed(data):
+            for fr in pipeline.frames(data):
                 decoder.feed(fr)
                 yield from decoder.take()
         pipeline.eof()
@@ -130,10 +134,6 @@ class Reader:
                 )
             if not data:
                 return
-            if self._pipeline.decoder.ended:
-                raise TraceError(
-                    "data after the end of the trace", self._pipeline.parser.offset
-                )
             yield bytes(data)
 
 
