@@ -31,6 +31,17 @@ def _clip(value: object) -> str:
     return s
 
 
+def line_of(code: CodeType, lasti: object) -> int:
+    """Returns the source line of the instruction at byte offset ``lasti``
+    (a frame's ``f_lasti``), or 0 when it has none."""
+    if type(lasti) is not int or lasti < 0:
+        return 0
+    for start, end, line in code.co_lines():
+        if start <= lasti < end:
+            return line or 0
+    return code.co_firstlineno
+
+
 def _to_str(value: object) -> str:
     try:
         return str(value)
@@ -126,7 +137,7 @@ class Encoder:
                     flat += (
                         self.string_id(co.co_qualname),
                         self.string_id(co.co_filename),
-                        fr[1] if type(fr[1]) is int else 0,
+                        line_of(co, fr[1]),
                     )
                 else:
                     func, file, line = fr

@@ -317,7 +317,8 @@ def _make_fast(spec: EventSpec) -> Callable[..., RawEvent]:
     }
     for i, (argname, _) in enumerate(spec.args):
         if (spec.name, argname) in _ENUMS:
-            namespace[f"ENUM_{i}"] = frozenset(_ENUMS[spec.name, argname])
+            valid = _ENUMS[spec.name, argname]
+            namespace[f"ENUM_{i}"] = frozenset(valid) if len(valid) < 64 else valid
     exec("\n".join(lines), namespace)
     fast: Callable[..., RawEvent] = namespace["fast"]
     return fast
@@ -351,6 +352,9 @@ _ENUMS: dict[tuple[str, str], range] = {
     ("RangeEnd", "scope_kind"): range(len(ResourceKind)),
     ("CoroStatus", "state"): range(len(CoroState)),
     ("LoopStatus", "state"): range(len(LoopState)),
+    ("CoroRunYield", "duration"): range(1 << 62),
+    ("CoroRunBlock", "duration"): range(1 << 62),
+    ("CoroRunEnd", "duration"): range(1 << 62),
 }
 
 

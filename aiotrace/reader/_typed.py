@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from operator import itemgetter
 from typing import Any
 
+from .._format.spec import BY_NAME, STEPS, EventSpec
 from ._decode import Generation, RawEvent
 from ._model import (
     NO_COROUTINE,
@@ -52,15 +53,42 @@ _NOT_EXIST, _RUNNABLE, _RUNNING, _WAITING = (
     CoroState.WAITING,
 )
 
-# Handler(raw event, [loop, coroutine] of its thread) -> Event
-_Handler = Callable[[RawEvent, list[int]], Event]
+# Handler(raw event, [loop, coroutine, outer coroutines] of its thread) -> Event
+_Handler = Callable[[RawEvent, list[Any]], Event]
+
+# Step record spec -> (first transition's spec, second transition's spec)
+_STEPS: dict[EventSpec, tuple[EventSpec, EventSpec]] = {
+    BY_NAME[step]: (BY_NAME[first], BY_NAME[second])
+    for step, (first, second) in STEPS.items()
+}
+
+
+def _expand(raw: list[RawEvent]) -> list[RawEvent]:
+    """Replaces each step record with the two transitions it stands for."""
+    steps = _STEPS
+    out: list[RawEvent] = []
+    append = out.append
+    for ev in raw:
+        pair = steps.get(ev[2])
+        if pair is None:
+            append(ev)
+            continue
+        t, thread, _, args = ev
+        coro, duration, *rest = args
+        if pair[1].name == "CoroYield":
+            rest = [NO_STACK]
+        append(_new(RawEvent, (t, thread, pair[0], (coro,))))
+        append(_new(RawEvent, (t + duration, thread, pair[1], (coro, *rest))))
+    return out
 
 
 class Typer:
     """Typer turns generations into ordered, typed Events with their context."""
 
     def __init__(self) -> None:
-        self._ctx: dict[int, list[int]] = {}  # thread -> [loop, coroutine]
+        # thread -> [loop, coroutine, coroutines it interrupted]: an eager
+        # task's first step runs inside its creator's step, on its thread.
+        self._ctx: dict[int, list[Any]] = {}
         self._loop: dict[int, LoopState] = {}
         self._tasks: dict[int, tuple[int, str]] = {}  # id -> (parent, type)
         self.lost_events = 0
@@ -107,37 +135,37 @@ class Typer:
                 sync,
             ),
         )
-        raw = gen.events
+        raw = _expand(gen.events)
         raw.sort(key=_by_time)  # stable: same-time events keep their order
         handlers = self._handlers
         ctx = self._ctx
         for ev in raw:
             c = ctx.get(ev[1])
             if c is None:
-                c = ctx[ev[1]] = [NO_LOOP, NO_COROUTINE]
+                c = ctx[ev[1]] = [NO_LOOP, NO_COROUTINE, []]
             yield handlers[ev[2].name](ev, c)
 
     # Annotations and other events in the thread's context.
 
     @staticmethod
     def _plain(kind: EventKind, cls: Any) -> _Handler:
-        def handle(ev: RawEvent, c: list[int]) -> Event:
+        def handle(ev: RawEvent, c: list[Any]) -> Event:
             d = _new(cls, ev[3])
             return _new(Event, (kind, ev[0], c[1], c[0], ev[1], NO_STACK, d))
 
         return handle
 
-    def _lost(self, ev: RawEvent, c: list[int]) -> Event:
+    def _lost(self, ev: RawEvent, c: list[Any]) -> Event:
         self.lost_events += ev[3][0]
         d = Metric(LOST_METRIC, self.lost_events)
         return _new(Event, (EventKind.METRIC, ev[0], c[1], c[0], ev[1], NO_STACK, d))
 
-    def _label(self, ev: RawEvent, c: list[int]) -> Event:
+    def _label(self, ev: RawEvent, c: list[Any]) -> Event:
         kind, rid, label = ev[3]
         d = Label(label, ResourceID(ResourceKind(kind), rid))
         return _new(Event, (EventKind.LABEL, ev[0], c[1], c[0], ev[1], NO_STACK, d))
 
-    def _sample(self, ev: RawEvent, c: list[int]) -> Event:
+    def _sample(self, ev: RawEvent, c: list[Any]) -> Event:
         thread, loop, coro, stack = ev[3]
         return _new(
             Event, (EventKind.STACK_SAMPLE, ev[0], coro, loop, thread, stack, None)
@@ -145,7 +173,7 @@ class Typer:
 
     @staticmethod
     def _range(kind: EventKind) -> _Handler:
-        def handle(ev: RawEvent, c: list[int]) -> Event:
+        def handle(ev: RawEvent, c: list[Any]) -> Event:
             name, scope_kind, scope_id, *rest = ev[3]
             d = Range(name, ResourceID(ResourceKind(scope_kind), scope_id))
             stack = rest[0] if rest else NO_STACK
@@ -153,13 +181,13 @@ class Typer:
 
         return handle
 
-    def _task_begin(self, ev: RawEvent, c: list[int]) -> Event:
+    def _task_begin(self, ev: RawEvent, c: list[Any]) -> Event:
         task, parent, type_, stack = ev[3]
         self._tasks[task] = (parent, type_)
         d = _new(Task, (task, parent, type_))
         return _new(Event, (EventKind.TASK_BEGIN, ev[0], c[1], c[0], ev[1], stack, d))
 
-    def _task_end(self, ev: RawEvent, c: list[int]) -> Event:
+    def _task_end(self, ev: RawEvent, c: list[Any]) -> Event:
         task, stack = ev[3]
         parent, type_ = self._tasks.pop(task, (NO_TASK, ""))
         d = _new(Task, (task, parent, type_))
@@ -167,80 +195,80 @@ class Typer:
 
     @staticmethod
     def _region(kind: EventKind) -> _Handler:
-        def handle(ev: RawEvent, c: list[int]) -> Event:
+        def handle(ev: RawEvent, c: list[Any]) -> Event:
             task, type_, stack = ev[3]
             d = _new(Region, (task, type_))
             return _new(Event, (kind, ev[0], c[1], c[0], ev[1], stack, d))
 
         return handle
 
-    def _log(self, ev: RawEvent, c: list[int]) -> Event:
+    def _log(self, ev: RawEvent, c: list[Any]) -> Event:
         task, category, message, stack = ev[3]
         d = _new(Log, (task, category, message))
         return _new(Event, (EventKind.LOG, ev[0], c[1], c[0], ev[1], stack, d))
 
     # Coroutine transitions. ev.coroutine is the context before the event.
 
-    def _coro_create(self, ev: RawEvent, c: list[int]) -> Event:
+    def _coro_create(self, ev: RawEvent, c: list[Any]) -> Event:
         coro, stack = ev[3]
         r = _new(ResourceID, (_COROUTINE, coro))
         d = _new(StateTransition, (r, "", NO_STACK, _NOT_EXIST, _RUNNABLE))
         return _new(Event, (_ST, ev[0], c[1], c[0], ev[1], stack, d))
 
-    def _coro_start(self, ev: RawEvent, c: list[int]) -> Event:
+    def _coro_start(self, ev: RawEvent, c: list[Any]) -> Event:
         coro = ev[3][0]
         r = _new(ResourceID, (_COROUTINE, coro))
         d = _new(StateTransition, (r, "", NO_STACK, _RUNNABLE, _RUNNING))
         out = _new(Event, (_ST, ev[0], c[1], c[0], ev[1], NO_STACK, d))
-        c[1] = coro
+        _enter(c, coro)
         return out
 
-    def _coro_block(self, ev: RawEvent, c: list[int]) -> Event:
+    def _coro_block(self, ev: RawEvent, c: list[Any]) -> Event:
         coro, reason, stack = ev[3]
         r = _new(ResourceID, (_COROUTINE, coro))
         d = _new(StateTransition, (r, reason, stack, _RUNNING, _WAITING))
         out = _new(Event, (_ST, ev[0], c[1], c[0], ev[1], stack, d))
         if c[1] == coro:
-            c[1] = NO_COROUTINE
+            _leave(c)
         return out
 
-    def _coro_yield(self, ev: RawEvent, c: list[int]) -> Event:
+    def _coro_yield(self, ev: RawEvent, c: list[Any]) -> Event:
         coro, stack = ev[3]
         r = _new(ResourceID, (_COROUTINE, coro))
         d = _new(StateTransition, (r, "yield", stack, _RUNNING, _RUNNABLE))
         out = _new(Event, (_ST, ev[0], c[1], c[0], ev[1], stack, d))
         if c[1] == coro:
-            c[1] = NO_COROUTINE
+            _leave(c)
         return out
 
-    def _coro_end(self, ev: RawEvent, c: list[int]) -> Event:
+    def _coro_end(self, ev: RawEvent, c: list[Any]) -> Event:
         coro, reason = ev[3]
         r = _new(ResourceID, (_COROUTINE, coro))
         d = _new(StateTransition, (r, reason, NO_STACK, _RUNNING, _NOT_EXIST))
         out = _new(Event, (_ST, ev[0], c[1], c[0], ev[1], NO_STACK, d))
         if c[1] == coro:
-            c[1] = NO_COROUTINE
+            _leave(c)
         return out
 
-    def _coro_unblock(self, ev: RawEvent, c: list[int]) -> Event:
+    def _coro_unblock(self, ev: RawEvent, c: list[Any]) -> Event:
         coro, reason = ev[3]
         r = _new(ResourceID, (_COROUTINE, coro))
         d = _new(StateTransition, (r, reason, NO_STACK, _WAITING, _RUNNABLE))
         return _new(Event, (_ST, ev[0], c[1], c[0], ev[1], NO_STACK, d))
 
-    def _coro_status(self, ev: RawEvent, c: list[int]) -> Event:
+    def _coro_status(self, ev: RawEvent, c: list[Any]) -> Event:
         coro, state = ev[3]
         new = CoroState(state)
         r = ResourceID(_COROUTINE, coro)
         d = StateTransition(r, "", NO_STACK, CoroState.UNDETERMINED, new)
         out = _new(Event, (_ST, ev[0], c[1], c[0], ev[1], NO_STACK, d))
         if new is _RUNNING:
-            c[1] = coro
+            _enter(c, coro)
         return out
 
     # Loop transitions; the thread's loop is the last one it ran.
 
-    def _loop_status(self, ev: RawEvent, c: list[int]) -> Event:
+    def _loop_status(self, ev: RawEvent, c: list[Any]) -> Event:
         loop, state = ev[3]
         new = LoopState(state)
         self._loop[loop] = new
@@ -255,7 +283,7 @@ class Typer:
         implied = {LoopState.RUNNING: LoopState.IDLE, LoopState.IDLE: LoopState.RUNNING}
         states = self._loop
 
-        def handle(ev: RawEvent, c: list[int]) -> Event:
+        def handle(ev: RawEvent, c: list[Any]) -> Event:
             loop = ev[3][0]
             old = implied.get(new) or states.get(loop, LoopState.UNDETERMINED)
             if new is LoopState.NOT_EXIST:
@@ -268,3 +296,13 @@ class Typer:
             return out
 
         return handle
+
+
+def _enter(c: list[Any], coro: int) -> None:
+    if c[1] != NO_COROUTINE:
+        c[2].append(c[1])
+    c[1] = coro
+
+
+def _leave(c: list[Any]) -> None:
+    c[1] = c[2].pop() if c[2] else NO_COROUTINE

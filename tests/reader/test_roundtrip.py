@@ -37,6 +37,8 @@ def _arg(s: spec.EventSpec, name: str, kind: spec.Arg) -> st.SearchStrategy[Any]
         return numbers
     if name in _ENUM_ARGS:
         return st.integers(0, _ENUM_ARGS[name] - 1)
+    if name == "duration":
+        return st.integers(0, 10**9)
     if name == "state":
         enum = spec.CoroState if s.name == "CoroStatus" else spec.LoopState
         return st.integers(0, len(enum) - 1)
@@ -76,8 +78,9 @@ def _expected(s: spec.EventSpec, args: tuple[Any, ...]) -> tuple[Any, ...]:
 def test_random_events_round_trip(gens: list[list[tuple[int, list[Any]]]]) -> None:
     """Random sequences of every event type, in several threads and
     generations, decode with the same types, times, threads and arguments,
-    in file order (and Reader.raw() agrees on all but the unresolved ids); typed reading yields one event per raw event
-    plus the thread labels and syncs, in time order within a generation."""
+    in file order (and Reader.raw() agrees on all but the unresolved ids);
+    typed reading yields one event per raw event (two per step record) plus
+    the thread labels and syncs, in time order within a generation."""
     generations = [
         [(tid, f"thread-{tid}", evs) for tid, evs in batches] for batches in gens
     ]
@@ -104,7 +107,8 @@ def test_random_events_round_trip(gens: list[list[tuple[int, list[Any]]]]) -> No
     ]
 
     typed = list(Reader(io.BytesIO(data)))
-    assert len(typed) == len(raw) + len(generations)
+    steps = sum(r.spec.name in spec.STEPS for r in raw)
+    assert len(typed) == len(raw) + steps + len(generations)
     syncs = [ev for ev in typed if ev.kind is EventKind.SYNC]
     assert [ev.sync.generation for ev in syncs] == list(range(len(generations)))
     gen_times: list[list[int]] = [[]]
