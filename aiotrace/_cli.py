@@ -41,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="raw events in file order, without ordering or context",
     )
+    probes = sub.add_parser("probes", help="list the tracepoints a module declares")
+    probes.add_argument(
+        "module",
+        metavar="MODULE",
+        help="a module name (importable from the current directory) or a .py file",
+    )
     return p
 
 
@@ -53,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return _demo(Path(args.output), args.lines)
+        if args.command == "probes":
+            return _probes(args.module)
         return _dump(args.file, raw=args.raw, validate=args.validate)
     except BrokenPipeError:
         # `aiotrace dump t.trace | head` closes the pipe early: not an error.
@@ -121,3 +129,37 @@ def _demo(directory: Path, lines: int) -> int:
     )
     print(f"first {lines} events (aiotrace dump {path}):")
     return _dump(str(path), raw=False, limit=lines)
+
+
+def _probes(target: str) -> int:
+    import importlib
+    import importlib.util
+
+    from ._probe import describe, tracepoints
+
+    path = Path(target)
+    # Import as `python -m` would: the current directory (or the file's own
+    # directory) comes first on sys.path.
+    entry = str(path.parent.resolve()) if path.suffix == ".py" else os.getcwd()
+    sys.path.insert(0, entry)
+    try:
+        if path.suffix == ".py":
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot import {target}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[path.stem] = module
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except Exception as exc:
+        print(f"aiotrace: {target}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        sys.path.remove(entry)
+    found = tracepoints(module)
+    for tp in found:
+        print(describe(tp))
+    if not found:
+        print(f"aiotrace: {target} declares no tracepoints", file=sys.stderr)
+    return 0

@@ -24,10 +24,12 @@ import anyio.to_thread
 from . import _recorder
 from ._drain import Drainer, Outbox
 from ._errors import TracingError, TracingWarning
+from ._loop import Runtime
 from ._recorder import Recorder
 from ._sinks import AsyncSink, SyncSink, adapt
 
 DEFAULT_MAX_BUFFER_BYTES: Final = 64 << 20
+DEFAULT_METRICS_INTERVAL: Final = 0.1
 MIN_MAX_BUFFER_BYTES: Final = 64 << 10
 _POLL: Final = 0.02
 
@@ -46,6 +48,10 @@ class Tracer:
 
     ``annotation_stacks=True`` records the caller's stack on every task,
     region and log event (3-7 us each, all told; off by default).
+    ``block_stacks=True`` records a coroutine's await stack each time it
+    blocks (off by default; creation stacks are always recorded).
+    ``runtime_events=False`` records annotations only: no coroutines, loops,
+    stalls, GC or metrics.
     """
 
     def __init__(
@@ -54,14 +60,22 @@ class Tracer:
         *,
         stall_threshold: float | None = 0.1,
         max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
-        metrics_interval: float | None = None,
+        metrics_interval: float | None = DEFAULT_METRICS_INTERVAL,
         annotation_stacks: bool = False,
+        block_stacks: bool = False,
+        runtime_events: bool = True,
     ) -> None:
-        if not isinstance(annotation_stacks, bool):
-            raise TypeError(
-                "aiotrace: annotation_stacks must be True or False, "
-                f"got {type(annotation_stacks).__name__}"
-            )
+        for name, flag in (
+            ("annotation_stacks", annotation_stacks),
+            ("block_stacks", block_stacks),
+            ("runtime_events", runtime_events),
+        ):
+            if not isinstance(flag, bool):
+                raise TypeError(
+                    f"aiotrace: {name} must be True or False, got {type(flag).__name__}"
+                )
+        self.block_stacks = block_stacks
+        self.runtime_events = runtime_events
         self.stall_threshold = _positive_or_none("stall_threshold", stall_threshold)
         self.metrics_interval = _positive_or_none("metrics_interval", metrics_interval)
         if isinstance(max_buffer_bytes, bool) or not isinstance(max_buffer_bytes, int):
@@ -89,6 +103,7 @@ class Tracer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._writer_task: asyncio.Task[None] | None = None
+        self._runtime: Runtime | None = None
 
     @property
     def is_async(self) -> bool:
@@ -130,6 +145,23 @@ class Tracer:
                 daemon=True,
             ).start()
         self._drainer.start()
+        if not self.runtime_events:
+            return
+        try:
+            self._runtime = Runtime(
+                self.recorder,
+                stall_threshold=self.stall_threshold,
+                metrics_interval=self.metrics_interval,
+                block_stacks=self.block_stacks,
+            )
+        except Exception as exc:
+            # The annotations still work; the failure is in the trace and stop().
+            self._fail(exc)
+
+    def _stop_runtime(self, *, join: bool = True) -> None:
+        runtime, self._runtime = self._runtime, None
+        if runtime is not None:
+            runtime.stop(join=join)
 
     def _start_async_writer(self, sink: AsyncSink) -> None:
         try:
@@ -197,6 +229,7 @@ class Tracer:
         self._error = exc
         if _recorder.active is self.recorder:
             _recorder.active = None
+        self._stop_runtime(join=False)
         self._drainer.abandon()
         if isinstance(exc, Exception):
             what = f"the sink {self._sink.description} failed"
@@ -217,6 +250,7 @@ class Tracer:
             if self._stopped:
                 return False
             self._stopped = True
+            self._stop_runtime()
             if _recorder.active is self.recorder:
                 _recorder.active = None
             if _current is self:
@@ -285,8 +319,10 @@ def start(
     *,
     stall_threshold: float | None = 0.1,
     max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
-    metrics_interval: float | None = None,
+    metrics_interval: float | None = DEFAULT_METRICS_INTERVAL,
     annotation_stacks: bool = False,
+    block_stacks: bool = False,
+    runtime_events: bool = True,
 ) -> Tracer:
     """Starts tracing the whole process into ``sink`` and returns the Tracer.
 
@@ -317,6 +353,8 @@ def start(
             max_buffer_bytes=max_buffer_bytes,
             metrics_interval=metrics_interval,
             annotation_stacks=annotation_stacks,
+            block_stacks=block_stacks,
+            runtime_events=runtime_events,
         )
         tracer._start()
         _current = tracer
@@ -426,6 +464,8 @@ def _forget_in_child() -> None:
     """In a forked child, the parent's trace is not ours: its threads did not
     survive the fork, and recording into it would only fill memory."""
     global _current, _lock
+    if _current is not None:
+        _current._stop_runtime(join=False)  # the patches survived the fork
     _lock = threading.Lock()
     _current = None
     _recorder.active = None

@@ -205,7 +205,7 @@ def test_stop_returns_after_every_event_is_written(tmp_path: Path) -> None:
     order, and the tracer's counters agree with the file."""
     n = 50_000
     path = tmp_path / "many.trace"
-    tracer = aiotrace.start(path)
+    tracer = aiotrace.start(path, runtime_events=False)
     for i in range(n):
         aiotrace.log("n", str(i))
     aiotrace.stop()
@@ -343,7 +343,9 @@ def test_good_options_are_accepted_and_kept() -> None:
         aiotrace.log("opt", "a")
     finally:
         aiotrace.stop()
-    with aiotrace.tracing(MemorySink(), stall_threshold=None) as tracer:
+    with aiotrace.tracing(
+        MemorySink(), stall_threshold=None, metrics_interval=None
+    ) as tracer:
         assert tracer.stall_threshold is None
         assert tracer.metrics_interval is None
     assert [ev.log.message for ev in logs(sink.events(), "opt")] == ["a"]

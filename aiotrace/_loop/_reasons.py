@@ -1,0 +1,205 @@
+"""Why a coroutine waits, and what woke it: asyncio's code objects, classified.
+
+A blocked task's await chain (``cr_await`` from its coroutine inwards) is
+matched, outermost frame first, against the code of the library functions
+that wait for something: ``Queue.get`` waits on the queue even though, deep
+inside, it awaits a plain future. Lookups are by code object identity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+SLEEP = "sleep"
+IO = "io"
+LOCK = "lock"
+QUEUE = "queue"
+EVENT = "event"
+COROUTINE = "coroutine"
+GATHER = "gather"
+EXECUTOR = "executor"
+FUTURE = "future"
+
+_ASYNCIO: dict[str, tuple[str, ...]] = {
+    SLEEP: ("tasks.sleep",),
+    LOCK: (
+        "locks.Lock.acquire",
+        "locks.Semaphore.acquire",
+        "locks.Condition.wait",
+        "locks.Condition.wait_for",
+        "locks.Barrier.wait",
+    ),
+    EVENT: ("locks.Event.wait",),
+    QUEUE: ("queues.Queue.get", "queues.Queue.put", "queues.Queue.join"),
+    GATHER: (
+        "tasks.wait",
+        "tasks._wait",
+        "tasks.as_completed",
+        "taskgroups.TaskGroup.__aexit__",
+        "taskgroups.TaskGroup._aexit",
+    ),
+    COROUTINE: ("tasks.wait_for",),
+    EXECUTOR: ("threads.to_thread",),
+    IO: (
+        "streams.StreamReader._wait_for_data",
+        "streams.FlowControlMixin._drain_helper",
+        "streams.StreamWriter.drain",
+        "streams.open_connection",
+        "streams.start_server",
+        "selector_events.BaseSelectorEventLoop.sock_recv",
+        "selector_events.BaseSelectorEventLoop.sock_recv_into",
+        "selector_events.BaseSelectorEventLoop.sock_recvfrom",
+        "selector_events.BaseSelectorEventLoop.sock_recvfrom_into",
+        "selector_events.BaseSelectorEventLoop.sock_sendall",
+        "selector_events.BaseSelectorEventLoop.sock_sendto",
+        "selector_events.BaseSelectorEventLoop.sock_connect",
+        "selector_events.BaseSelectorEventLoop.sock_accept",
+        "base_events.BaseEventLoop.sock_sendfile",
+        "base_events.BaseEventLoop.create_connection",
+        "base_events.BaseEventLoop.create_server",
+        "base_events.BaseEventLoop.getaddrinfo",
+        "base_events.BaseEventLoop.getnameinfo",
+        "subprocess.Process.wait",
+        "subprocess.Process.communicate",
+        "base_subprocess.BaseSubprocessTransport._wait",
+    ),
+}
+
+_ANYIO: dict[str, tuple[str, ...]] = {
+    SLEEP: ("_core._eventloop.sleep",),
+    LOCK: (
+        "_core._synchronization.Lock.acquire",
+        "_core._synchronization.Semaphore.acquire",
+        "_core._synchronization.Condition.wait",
+        "_core._synchronization.CapacityLimiter.acquire",
+        "_core._synchronization.CapacityLimiter.acquire_on_behalf_of",
+    ),
+    EVENT: ("_core._synchronization.Event.wait",),
+    QUEUE: (
+        "streams.memory.MemoryObjectReceiveStream.receive",
+        "streams.memory.MemoryObjectSendStream.send",
+    ),
+    GATHER: ("_backends._asyncio.TaskGroup.__aexit__",),
+    EXECUTOR: ("to_thread.run_sync",),
+    IO: (
+        "_backends._asyncio.SocketStream.receive",
+        "_backends._asyncio.SocketStream.send",
+        "_core._sockets.connect_tcp",
+        "_core._sockets.wait_socket_readable",
+        "_core._sockets.wait_socket_writable",
+        "_backends._asyncio.wait_readable",
+        "_backends._asyncio.wait_writable",
+    ),
+}
+
+
+def _resolve(root: str, path: str) -> Any:
+    """Finds ``root.path`` among imported modules: the longest module prefix,
+    then attributes. Returns None if it is not there (an older version)."""
+    parts = path.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        obj: Any = sys.modules.get(".".join((root, *parts[:i])))
+        if obj is None:
+            continue
+        for attr in parts[i:]:
+            obj = getattr(obj, attr, None)
+        return obj
+    return None
+
+
+def _codes(root: str, table: dict[str, tuple[str, ...]]) -> Iterator[tuple[Any, str]]:
+    for reason, paths in table.items():
+        for path in paths:
+            obj = _resolve(root, path)
+            obj = getattr(obj, "__wrapped__", obj)
+            code = getattr(obj, "__code__", None)
+            if code is not None:
+                yield code, reason
+
+
+def reason_table() -> dict[Any, str]:
+    """Returns {code object: reason} for asyncio, and anyio if it is imported."""
+    table = dict(_codes("asyncio", _ASYNCIO))
+    if "anyio" in sys.modules:
+        table.update(_codes("anyio", _ANYIO))
+    return table
+
+
+class Classifier:
+    """Classifier names what a blocked task waits for, and what woke a task."""
+
+    def __init__(self, task_types: tuple[type, ...], *, stacks: bool) -> None:
+        self._reasons = reason_table()
+        self._task_types = task_types
+        self._gathering = getattr(asyncio.tasks, "_GatheringFuture", None)
+        self._stacks = stacks
+        self._wakers: dict[Any, str] = {}
+
+    def block(self, task: Any, waiter: Any) -> tuple[str, Any]:
+        """Returns (reason, stack) for ``task`` waiting on ``waiter``.
+
+        The stack is the task's await chain, innermost first, as (code,
+        lasti) frames; None unless scheduler stacks are on.
+        """
+        reasons = self._reasons
+        found: str | None = None
+        frames: list[tuple[Any, int]] | None = [] if self._stacks else None
+        x = task.get_coro()
+        for _ in range(64):
+            code = getattr(x, "cr_code", None)
+            if code is not None:
+                nxt = x.cr_await
+            else:
+                code = getattr(x, "gi_code", None)
+                if code is None:
+                    break
+                nxt = x.gi_yieldfrom
+            if found is None:
+                found = reasons.get(code)
+            if frames is not None:
+                frame = getattr(x, "cr_frame", None) or getattr(x, "gi_frame", None)
+                if frame is not None:
+                    frames.append((code, frame.f_lasti))
+            x = nxt
+        if found is None:
+            wtype = type(waiter)
+            if wtype is self._gathering:
+                found = GATHER
+            elif isinstance(waiter, self._task_types):
+                found = COROUTINE
+            else:
+                found = getattr(waiter, "_aiotrace_reason", FUTURE)
+        if frames:
+            frames.reverse()
+            return found, tuple(frames)
+        return found, None
+
+    def waker(self, handle: Any) -> str:
+        """Names the loop callback ``handle`` as a waker: timer, io or its name."""
+        if isinstance(handle, asyncio.TimerHandle):
+            return "timer"
+        cb = handle._callback
+        if type(cb) is functools.partial:
+            cb = cb.func
+        key = getattr(cb, "__func__", cb)
+        name = self._wakers.get(key)
+        if name is None:
+            name = self._wakers[key] = _waker_name(cb)
+        return name
+
+
+def _waker_name(cb: Any) -> str:
+    owner = getattr(cb, "__self__", None)
+    if isinstance(owner, asyncio.BaseTransport | asyncio.BaseProtocol):
+        return "io"
+    qualname = getattr(cb, "__qualname__", None) or type(cb).__qualname__
+    module = getattr(cb, "__module__", None) or ""
+    if module.startswith("asyncio.selector_events") or "Transport" in qualname:
+        return "io"
+    if qualname.startswith(("_chain_future.", "_call_set_state", "_copy_future_state")):
+        return "thread"  # a concurrent.futures result, set by its thread
+    return f"callback {qualname}"
