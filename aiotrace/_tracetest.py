@@ -172,8 +172,8 @@ class T:
         self._count = 0
         self.problems: list[str] = []
         """What went wrong so far, in the order found."""
-        self.last_progress = time.monotonic()
-        """When an event was last fired, sent or received (monotonic)."""
+        # When an event was last fired, sent or received (time.monotonic).
+        self._last_progress = time.monotonic()
 
     # ------------------------------------------------------------------
     # The test's side
@@ -245,7 +245,7 @@ class T:
             queue = self._streams.get(stream)
         msg = queue.popleft()
         msg.state = "received"
-        self.last_progress = time.monotonic()
+        self._last_progress = time.monotonic()
         return msg
 
     async def expect(self, stream: str, event: object) -> None:
@@ -294,7 +294,7 @@ class T:
             self._count += 1
             self._live.add(msg)
             self.messages.append(msg)
-        self.last_progress = time.monotonic()
+        self._last_progress = time.monotonic()
         if msg.index == self.delay_at:
             self.delayed = msg
         return msg
@@ -369,7 +369,7 @@ class T:
             return
         msg.state = "sent"
         self._streams.setdefault(msg.stream, deque()).append(msg)
-        self.last_progress = time.monotonic()
+        self._last_progress = time.monotonic()
         waiter = self._waiters.get(msg.stream)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -377,7 +377,7 @@ class T:
     def _settled(self, msg: Message) -> None:
         with self._lock:
             self._live.discard(msg)
-        self.last_progress = time.monotonic()
+        self._last_progress = time.monotonic()
 
     # ------------------------------------------------------------------
     # Failures and the end of the run
@@ -407,7 +407,7 @@ class T:
             live = set(self._live)
         return [m for m in self.messages if m in live]
 
-    def deadlock(self) -> str:
+    def _deadlock(self) -> str:
         """Returns the text of a deadlock failure, as things stand now."""
         if self._waiters:
             streams = ", ".join(repr(s) for s in self._waiters)
@@ -421,9 +421,9 @@ class T:
         if accepted:
             text += f"\nAccepted so far ({len(accepted)}):"
             text += "".join(f"\n  {m.describe()}" for m in accepted)
-        return text + "\n" + self.paused_text()
+        return text + "\n" + self._paused_text()
 
-    def paused_text(self) -> str:
+    def _paused_text(self) -> str:
         """Returns the paused producers, one per line, or says there are none."""
         pending = self.pending()
         if not pending:
@@ -436,9 +436,9 @@ class T:
             lines.append(f"  {m.describe()} [{_STATES.get(m.state, m.state)}]")
         return "\n".join(lines)
 
-    def unconsumed(self) -> str | None:
-        """Returns the failure text for events the test left, or None."""
-        left = [m for m in self.pending() if m.state in ("sent", "received")]
+    def _unconsumed(self) -> str | None:
+        """Returns the failure text for the events fired and not accepted."""
+        left = self.pending()
         if not left:
             return None
         lines = [f"{len(left)} event(s) left unconsumed at the end of the test:"]
@@ -446,7 +446,7 @@ class T:
             lines.append(f"  {m.describe()} [{_STATES[m.state]}]")
         return "\n".join(lines)
 
-    def close(self) -> None:
+    def _close(self) -> None:
         """Detaches the run's probes and lets every paused producer go."""
         self._group.done()
         with self._lock:

@@ -112,13 +112,19 @@ async def _run_once(
     outcome = _Outcome()
     try:
         while not task.done():
-            left = t.last_progress + timeout - time.monotonic()
+            left = t._last_progress + timeout - time.monotonic()
             if left <= 0:
-                outcome.problems.append(t.deadlock())
+                outcome.problems.append(t._deadlock())
                 break
             await asyncio.wait([task], timeout=left)
+        if task.done() and not task.cancelled() and task.exception() is None:
+            # The body passed: what producers are still paused is left over.
+            outcome.problems.extend(t.problems)
+            left_over = t._unconsumed()
+            if left_over is not None:
+                outcome.problems.append(left_over)
     finally:
-        t.close()
+        t._close()
         if not task.done():
             task.cancel()
             await asyncio.wait([task], timeout=timeout)
@@ -126,15 +132,12 @@ async def _run_once(
         outcome.problems.append(
             f"the test body did not stop within {timeout:g} s of being cancelled"
         )
-    elif not task.cancelled() and task.exception() is not None:
-        outcome.error = task.exception()
-    if outcome.error is not None:
-        outcome.problems[:0] = _problems(outcome.error, t)
-    elif task.done() and not outcome.problems:
-        outcome.problems.extend(t.problems)
-        left_over = t.unconsumed()
-        if left_over is not None:
-            outcome.problems.append(left_over)
+    elif task.cancelled():
+        if not outcome.problems:  # not by the watchdog
+            outcome.problems.append("the test body was cancelled")
+    elif (error := task.exception()) is not None:
+        outcome.error = error
+        outcome.problems[:0] = _problems(error, t)
     outcome.events = len(t.messages)
     if t.delayed is not None:
         outcome.delayed = t.delayed.describe()

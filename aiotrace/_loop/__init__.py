@@ -20,12 +20,14 @@ class Runtime:
     ) -> None:
         from .._runtime import MetricSampler, install_gc
         from .._stall import Watchdog
-        from . import _asyncio
+        from . import _asyncio, _trio, _uvloop
 
         self.hooks = hooks = Hooks(rec, stall_threshold=stall_threshold)
         self._watchdog: Watchdog | None = None
         try:
             _asyncio.install(hooks, block_stacks=block_stacks)
+            _trio.install(hooks)
+            _uvloop.install(hooks, block_stacks=block_stacks)
             install_gc(hooks)
             metrics = (
                 MetricSampler(hooks, metrics_interval) if metrics_interval else None

@@ -105,7 +105,7 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
         waiter = task._fut_waiter
         if waiter is None or waiter.done():
             return (_RUN_YIELD, t0, cid, t1 - t0)
-        reason, stack = block(task, waiter)
+        reason, stack = block(task.get_coro(), waiter)
         return (_RUN_BLOCK, t0, cid, t1 - t0, reason, stack)
 
     # Handle._run: steps and callbacks.
@@ -154,7 +154,7 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
                     elif waiter.done():
                         ts.events.append((_RUN_YIELD, t0, cid, t1 - t0))
                     else:
-                        reason, stack = block(task, waiter)
+                        reason, stack = block(task.get_coro(), waiter)
                         ts.events.append((_RUN_BLOCK, t0, cid, t1 - t0, reason, stack))
                 else:
                     ts.handle = None

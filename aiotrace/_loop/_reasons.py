@@ -111,7 +111,8 @@ def _resolve(root: str, path: str) -> Any:
     return None
 
 
-def _codes(root: str, table: dict[str, tuple[str, ...]]) -> Iterator[tuple[Any, str]]:
+def codes_of(root: str, table: dict[str, tuple[str, ...]]) -> Iterator[tuple[Any, str]]:
+    """Yields (code object, reason) for the functions named in ``table``."""
     for reason, paths in table.items():
         for path in paths:
             obj = _resolve(root, path)
@@ -123,9 +124,9 @@ def _codes(root: str, table: dict[str, tuple[str, ...]]) -> Iterator[tuple[Any, 
 
 def reason_table() -> dict[Any, str]:
     """Returns {code object: reason} for asyncio, and anyio if it is imported."""
-    table = dict(_codes("asyncio", _ASYNCIO))
+    table = dict(codes_of("asyncio", _ASYNCIO))
     if "anyio" in sys.modules:
-        table.update(_codes("anyio", _ANYIO))
+        table.update(codes_of("anyio", _ANYIO))
     return table
 
 
@@ -139,16 +140,17 @@ class Classifier:
         self._stacks = stacks
         self._wakers: dict[Any, str] = {}
 
-    def block(self, task: Any, waiter: Any) -> tuple[str, Any]:
-        """Returns (reason, stack) for ``task`` waiting on ``waiter``.
+    def block(self, coro: Any, waiter: Any) -> tuple[str, Any]:
+        """Returns (reason, stack) for a task running ``coro`` waiting on
+        ``waiter``.
 
-        The stack is the task's await chain, innermost first, as (code,
-        lasti) frames; None unless scheduler stacks are on.
+        The stack is the await chain, innermost first, as (code, lasti)
+        frames; None unless scheduler stacks are on.
         """
         reasons = self._reasons
         found: str | None = None
         frames: list[tuple[Any, int]] | None = [] if self._stacks else None
-        x = task.get_coro()
+        x = coro
         for _ in range(64):
             code = getattr(x, "cr_code", None)
             if code is not None:

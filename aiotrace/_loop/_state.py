@@ -111,6 +111,10 @@ class Hooks:
 
     # Loops.
 
+    def new_loop_id(self) -> int:
+        """Returns a fresh loop id, for a loop the hooks track themselves."""
+        return self._next_loop()
+
     def loop_id(self, loop: Any) -> int | None:
         """Returns the loop's id, or None if it was never seen."""
         entry = self._loops.get(id(loop))
@@ -127,7 +131,7 @@ class Hooks:
         ts = self.thread_state()
         lid = self.loop_id(loop)
         if lid is None:
-            lid = self._next_loop()
+            lid = self.new_loop_id()
             self._loops[id(loop)] = (lid, weakref.ref(loop))
             now = clock()
             ts.events += (
