@@ -307,12 +307,20 @@ class T:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._report(
+                f"{point.name} was awaited by {_producer()} outside asyncio "
+                "(trio, say): tracetest cannot pause it there. Fire a sync "
+                "tracepoint from a worker thread instead."
+            )
+            return
         msg = self._make(point, route, make, args, kwargs)
         if msg is None:
             return
         if msg is self.delayed:
             await asyncio.sleep(self.delay)  # everyone else goes first
-        loop = asyncio.get_running_loop()
         if loop is self._loop:
             fut: asyncio.Future[None] = loop.create_future()
             msg._future = fut

@@ -5,6 +5,7 @@ attaches them to named streams; each producer (the coroutine or thread that
 fired) is paused at the tracepoint until the test accepts its event::
 
     from aiotrace import tracetest
+    from aiotrace.tracetest import Fired
 
     async def scenario(t: tracetest.T) -> None:
         t.attach(trace_load, stream="db")
@@ -13,9 +14,9 @@ fired) is paused at the tracepoint until the test accepts its event::
         async with asyncio.TaskGroup() as tg:
             tg.create_task(serve(cache, "alice", "k"))
             tg.create_task(serve(cache, "bob", "k"))
-            await t.expect("db", tracetest.Fired("trace_load", "k"))
-            await t.expect("alice", tracetest.Fired("trace_served", "alice", "k:v1"))
-            await t.expect("bob", tracetest.Fired("trace_served", "bob", "k:v1"))
+            await t.expect("db", Fired("trace_load", "k"))
+            await t.expect("alice", Fired("trace_served", "alice", "k", "k:v1"))
+            await t.expect("bob", Fired("trace_served", "bob", "k", "k:v1"))
 
     async def test_cache() -> None:
         await tracetest.verify(scenario)  # once, then once per delayed event
