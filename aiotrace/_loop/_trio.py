@@ -253,7 +253,9 @@ def _instrument_class(trio: Any) -> Any:
                 ts = self._state()
                 t1 = clock()
                 t0 = self._t0
-                ts.t0 = 0
+                if not t0:
+                    return  # a step that began before tracing did
+                self._t0 = ts.t0 = 0
                 cid = ts.cur
                 ts.cur = 0
                 if cid and not self._exited:

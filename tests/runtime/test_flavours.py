@@ -1,0 +1,285 @@
+"""The execution tracer on trio, anyio on trio, and uvloop."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import trio
+
+import aiotrace
+from aiotrace import reader
+from aiotrace.reader import CoroState, EventKind, ResourceKind
+
+
+def transitions(events: list[reader.Event]) -> list[reader.Event]:
+    """The coroutine transitions among ``events``."""
+    return [
+        ev
+        for ev in events
+        if ev.kind is EventKind.STATE_TRANSITION
+        and ev.state_transition.resource.kind is ResourceKind.COROUTINE
+    ]
+
+
+def labels(events: list[reader.Event]) -> dict[int, str]:
+    """Coroutine id -> label."""
+    return {
+        ev.label.resource.id: ev.label.label
+        for ev in events
+        if ev.kind is EventKind.LABEL
+        and ev.label.resource.kind is ResourceKind.COROUTINE
+    }
+
+
+def by_label(events: list[reader.Event], suffix: str) -> int:
+    """The id of the one coroutine whose label ends with ``suffix``."""
+    found = [cid for cid, lab in labels(events).items() if lab.endswith(suffix)]
+    assert len(found) == 1, (suffix, labels(events))
+    return found[0]
+
+
+def blocks(events: list[reader.Event], cid: int) -> list[str]:
+    """The reasons coroutine ``cid`` blocked for, in order."""
+    return [
+        ev.state_transition.reason
+        for ev in transitions(events)
+        if ev.state_transition.resource.id == cid
+        and ev.state_transition.new is CoroState.WAITING
+    ]
+
+
+def ends(events: list[reader.Event]) -> dict[int, str]:
+    """Coroutine id -> how it ended."""
+    return {
+        ev.state_transition.resource.id: ev.state_transition.reason
+        for ev in transitions(events)
+        if ev.state_transition.new is CoroState.NOT_EXIST
+    }
+
+
+def read_valid(path: Path) -> list[reader.Event]:
+    """Reads the trace at ``path`` and checks that it validates."""
+    events = reader.read_events(path)
+    assert reader.validate(events) == []
+    return events
+
+
+# trio
+
+
+async def trio_child(send: Any) -> None:
+    await trio.sleep(0.01)
+    await send.send("milk")
+
+
+async def trio_boom() -> None:
+    raise ValueError("burnt")
+
+
+STALL_LINE = 0
+
+
+async def trio_main() -> None:
+    global STALL_LINE
+    send, receive = trio.open_memory_channel[str](0)
+    lock = trio.Lock()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio_child, send)
+        assert await receive.receive() == "milk"
+    async with lock:
+        await trio.sleep(0)
+    with pytest.raises(ExceptionGroup):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio_boom)
+    STALL_LINE = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
+    time.sleep(0.25)
+
+
+def test_trio_tasks_are_coroutines(tmp_path: Path) -> None:
+    """Under trio, every task is a coroutine: spawned by its parent, blocked
+    on the channel, the nursery and sleep with those reasons, woken by the
+    timer and by the sending coroutine, ended returned or raised; the run is
+    a loop, and a blocking call in a task is a stall sampled at its line."""
+    path = tmp_path / "trio.trace"
+    with aiotrace.tracing(path):
+        trio.run(trio_main)
+    events = read_valid(path)
+
+    main = by_label(events, "trio_main")
+    child = by_label(events, "trio_child")
+    boom = by_label(events, "trio_boom")
+    assert blocks(events, main)[:2] == ["queue", "gather"]
+    assert blocks(events, child)[0] == "sleep"
+    created = next(
+        ev
+        for ev in transitions(events)
+        if ev.state_transition.resource.id == child
+        and ev.state_transition.old is CoroState.NOT_EXIST
+    )
+    assert created.coroutine == main
+    assert created.stack.frames[0].func == "trio_main"
+    wakes = {
+        (ev.state_transition.resource.id, ev.state_transition.reason, ev.coroutine)
+        for ev in transitions(events)
+        if ev.state_transition.old is CoroState.WAITING
+    }
+    assert (child, "timer", reader.NO_COROUTINE) in wakes
+    assert (main, "coroutine", child) in wakes
+    assert ends(events)[child] == "returned"
+    assert ends(events)[boom] == "raised ValueError"
+
+    loops = [
+        ev
+        for ev in events
+        if ev.kind is EventKind.STATE_TRANSITION
+        and ev.state_transition.resource.kind is ResourceKind.LOOP
+    ]
+    assert loops[0].state_transition.new is reader.LoopState.RUNNING
+    assert loops[-1].state_transition.new is reader.LoopState.NOT_EXIST
+    assert all(
+        ev.loop == loops[0].state_transition.resource.id for ev in transitions(events)
+    )
+
+    stalls = [
+        ev
+        for ev in events
+        if ev.kind is EventKind.RANGE_BEGIN and ev.range.name == "loop stall"
+    ]
+    assert len(stalls) == 1
+    samples = [ev for ev in events if ev.kind is EventKind.STACK_SAMPLE]
+    assert samples
+    assert all(ev.coroutine == main for ev in samples)
+    top = samples[0].stack.frames[0]
+    assert (top.func, top.line) == ("trio_main", STALL_LINE)
+    assert top.file == __file__
+
+
+def test_trio_run_started_before_tracing(tmp_path: Path) -> None:
+    """Tracing started inside a trio run traces that run from then on: tasks
+    spawned after start are coroutines, the running ones appear as
+    UNDETERMINED, and stopping inside the run leaves trio working."""
+    path = tmp_path / "inside.trace"
+
+    async def sleeper() -> None:
+        await trio.sleep(0.05)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sleeper)
+            await trio.sleep(0.01)
+            with aiotrace.tracing(path):
+                nursery.start_soon(sleeper, name="late")
+                await trio.sleep(0.1)
+        await trio.sleep(0)  # trio still runs after stop
+
+    trio.run(main)
+    events = read_valid(path)
+    late = by_label(events, "late")
+    assert ends(events)[late] == "returned"
+    statuses = [
+        ev
+        for ev in transitions(events)
+        if ev.state_transition.old is CoroState.UNDETERMINED
+    ]
+    assert statuses  # the main task and the early sleeper, first seen running
+
+
+def test_anyio_on_trio(tmp_path: Path) -> None:
+    """anyio on the trio backend is traced through trio: its task group's
+    children are coroutines, an anyio Event wait is an event block, and a
+    to_thread call blocks as executor."""
+    path = tmp_path / "anyio.trace"
+    seen: list[str] = []
+
+    async def waiter(event: anyio.Event) -> None:
+        await event.wait()
+        seen.append("woken")
+
+    async def main() -> None:
+        event = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter, event)
+            await anyio.to_thread.run_sync(time.sleep, 0.01)
+            event.set()
+
+    with aiotrace.tracing(path):
+        anyio.run(main, backend="trio")
+    assert seen == ["woken"]
+    events = read_valid(path)
+    w = by_label(events, "waiter")
+    assert blocks(events, w)[0] == "event"
+    m = by_label(events, "main")
+    assert "executor" in blocks(events, m)
+
+
+# uvloop
+
+
+def test_uvloop(tmp_path: Path) -> None:
+    """On uvloop, tasks are coroutines through a coroutine proxy: created
+    with their creator and stack, blocked on a queue and sleep, woken by the
+    putting coroutine, ended returned / raised / cancelled, the program's
+    results untouched, and task.get_coro() still answers like a coroutine."""
+    uvloop = pytest.importorskip("uvloop")
+    path = tmp_path / "uvloop.trace"
+
+    async def child(q: Any) -> str:
+        await q.put(await_me := "espresso")
+        return await_me
+
+    async def boom() -> None:
+        raise ValueError("burnt")
+
+    async def forever() -> None:
+        await uvloop_sleep(10)
+
+    async def main() -> list[Any]:
+        import asyncio
+
+        q: asyncio.Queue[str] = asyncio.Queue()
+        t = asyncio.create_task(child(q))
+        got = await q.get()
+        assert t.get_coro().__qualname__.endswith("child")
+        b = asyncio.create_task(boom())
+        f = asyncio.create_task(forever())
+        await asyncio.sleep(0.01)
+        f.cancel()
+        results = await asyncio.gather(t, b, f, return_exceptions=True)
+        return [
+            got,
+            *(type(r).__name__ if isinstance(r, BaseException) else r for r in results),
+        ]
+
+    import asyncio
+
+    uvloop_sleep = asyncio.sleep
+    with aiotrace.tracing(path):
+        loop = uvloop.new_event_loop()
+        try:
+            result = loop.run_until_complete(main())
+        finally:
+            loop.close()
+    assert result == ["espresso", "espresso", "ValueError", "CancelledError"]
+    events = read_valid(path)
+    c = by_label(events, "child")
+    m = by_label(events, "main")
+    assert blocks(events, m)[0] == "queue"
+    assert ends(events)[c] == "returned"
+    assert ends(events)[by_label(events, "boom")] == "raised ValueError"
+    assert ends(events)[by_label(events, "forever")] == "cancelled"
+    assert blocks(events, by_label(events, "forever")) == ["sleep"]
+    wake = [
+        ev
+        for ev in transitions(events)
+        if ev.state_transition.resource.id == m
+        and ev.state_transition.old is CoroState.WAITING
+    ]
+    assert wake[0].coroutine == c
+    kinds = Counter(ev.kind for ev in events)
+    assert kinds[EventKind.LABEL] >= 5
