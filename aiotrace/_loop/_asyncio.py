@@ -22,9 +22,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import re
 import sys
+import weakref
 from asyncio import base_events, events, tasks
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 from .._format.spec import C, CoroState, ResourceKind
@@ -38,6 +41,11 @@ _STATUS = C["CoroStatus"]
 _RUN_YIELD = C["CoroRunYield"]
 _RUN_BLOCK = C["CoroRunBlock"]
 _RUN_END = C["CoroRunEnd"]
+_STEP_END = {
+    _RUN_YIELD: C["CoroYield"],
+    _RUN_BLOCK: C["CoroBlock"],
+    _RUN_END: C["CoroEnd"],
+}
 _LABEL = C["Label"]
 _LOOP_IDLE = C["LoopIdle"]
 _LOOP_RUN = C["LoopRun"]
@@ -54,6 +62,7 @@ TASK_TYPES: tuple[type, ...] = tuple(
     {tasks.Task, getattr(tasks, "_PyTask", tasks.Task)}
 )
 CTask: Final = tasks.Task
+_DEFAULT_NAME: Final = re.compile(r"Task-\d+")
 ASYNCIO_DIR: Final = os.path.dirname(asyncio.__file__) + os.sep
 
 
@@ -82,11 +91,27 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
         cid = h.next_coroutine()
         ids[id(task)] = cid
         now = clock()
+        name = task.get_name()
+        if _DEFAULT_NAME.fullmatch(name):
+            name = None
         ts.events += (
             (_STATUS, now, cid, state),
-            (_LABEL, now, _COROUTINE, cid, label(task.get_coro(), task.get_name())),
+            (_LABEL, now, _COROUTINE, cid, label(task.get_coro(), name)),
         )
         return cid
+
+    def close_pending(ts: ThreadState, now: int) -> None:
+        """Ends the step of the task that started tracing, which ran unhooked:
+        it is over by the time another handle runs on its thread."""
+        task, ts.pending = ts.pending, None
+        cid = ids.get(id(task))
+        ts.cur = 0
+        if cid is not None:
+            # Only the end of that step: its start is the RUNNING status.
+            code, _, _, _, *rest = step_record(task, cid, now, now)
+            if code == _RUN_YIELD:
+                rest = [None]
+            ts.events.append((_STEP_END[code], now, cid, *rest))
 
     def end_record(task: Any, cid: int, t0: int, t1: int) -> tuple[Any, ...]:
         """The record of the last step of ``task``, from t0 to t1."""
@@ -126,6 +151,8 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
                 ts: ThreadState = local.ts
             except AttributeError:
                 ts = thread_state()
+            if ts.pending is not None:
+                close_pending(ts, clock())
             cid = 0
             if kind:
                 found = ids.get(id(task))
@@ -141,8 +168,11 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
             orig_run(self)
         finally:
             try:
-                t1 = clock()
+                # Cleared before t1 is read: a watchdog that saw the step still
+                # running then saw it at a time before t1, so if it reported a
+                # stall, t1 - t0 exceeds the threshold and the stall ends here.
                 ts.t0 = 0
+                t1 = clock()
                 if kind:
                     ts.cur = 0
                     waiter = task._fut_waiter
@@ -200,7 +230,7 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
             reason = "thread"
         else:
             events_ = ts.events
-            if fut.cancelled():
+            if fut.cancelled() and not isinstance(fut, TASK_TYPES):
                 reason = "cancel"
             elif ts.cur:
                 reason = "coroutine"
@@ -220,14 +250,15 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
     def create_task(self: Any, coro: Any, **kwargs: Any) -> Any:
         try:
             factory = self._task_factory
-            eager = kwargs.get("eager_start") or (
-                factory is not None and _is_eager(factory)
-            )
-            if eager and self.is_running() and asyncio.iscoroutine(coro):
-                return create_eager(self, coro, kwargs)
+            eager = bool(
+                kwargs.get("eager_start")
+                or (factory is not None and _is_eager(factory))
+            ) and (self.is_running() and asyncio.iscoroutine(coro))
         except Exception as exc:
             h.fail("BaseEventLoop.create_task", exc)
             return orig_create_task(self, coro, **kwargs)
+        if eager:
+            return create_eager(self, coro, kwargs)
         task = orig_create_task(self, coro, **kwargs)
         try:
             cid = h.next_coroutine()
@@ -235,7 +266,7 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
             now = clock()
             ts = h.thread_state()
             ts.events += (
-                (_CREATE, now, cid, creation_stack()),
+                (_CREATE, now, cid, creation_stack(2)),
                 (_LABEL, now, _COROUTINE, cid, label(coro, kwargs.get("name"))),
             )
         except Exception as exc:
@@ -243,39 +274,45 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
         return task
 
     def create_eager(loop: Any, coro: Any, kwargs: dict[str, Any]) -> Any:
-        ts = h.thread_state()
-        cid = h.next_coroutine()
-        now = clock()
-        ts.events += (
-            (_CREATE, now, cid, creation_stack()),
-            (_LABEL, now, _COROUTINE, cid, label(coro, kwargs.get("name"))),
-        )
-        prev = ts.cur
-        ts.cur = cid
+        # The creation is recorded only once the task exists (a factory may
+        # refuse), with the times from before its first step.
+        try:
+            ts = h.thread_state()
+            cid = h.next_coroutine()
+            now = clock()
+            created = (
+                (_CREATE, now, cid, creation_stack(3)),
+                (_LABEL, now, _COROUTINE, cid, label(coro, kwargs.get("name"))),
+            )
+            prev = ts.cur
+            ts.cur = cid
+        except Exception as exc:
+            h.fail("BaseEventLoop.create_task", exc)
+            return orig_create_task(loop, coro, **kwargs)
         t0 = clock()
         try:
             task = orig_create_task(loop, coro, **kwargs)
-        except BaseException as exc:
+        finally:
             ts.cur = prev
-            ts.events.append(
-                (_RUN_END, t0, cid, clock() - t0, f"raised {type(exc).__qualname__}")
-            )
-            raise
-        ts.cur = prev
-        t1 = clock()
-        ids[id(task)] = cid
-        if getattr(coro, "cr_frame", None) is not None and not getattr(
-            coro, "cr_suspended", True
-        ):
-            # It did not start after all: it waits to run, as if created lazily.
-            ts.events.append((_RUN_YIELD, t0, cid, 0))
-        else:
-            ts.events.append(step_record(task, cid, t0, t1))
+        try:
+            t1 = clock()
+            ids[id(task)] = cid
+            ts.events += created
+            if getattr(coro, "cr_frame", None) is not None and not getattr(
+                coro, "cr_suspended", True
+            ):
+                # It did not start after all: it waits to run.
+                ts.events.append((_RUN_YIELD, t0, cid, 0))
+            else:
+                ts.events.append(step_record(task, cid, t0, t1))
+        except Exception as exc:
+            h.fail("BaseEventLoop.create_task", exc)
         return task
 
-    def creation_stack() -> tuple[tuple[Any, int], ...]:
+    def creation_stack(skip: int) -> tuple[tuple[Any, int], ...]:
+        """The stack of the code that created a task, ``skip`` frames up."""
         frames: list[tuple[Any, int]] = []
-        frame: Any = sys._getframe(2)
+        frame: Any = sys._getframe(skip + 1)
         # Innermost, asyncio's own frames (create_task, gather, TaskGroup...).
         while frame is not None and frame.f_code.co_filename.startswith(ASYNCIO_DIR):
             frame = frame.f_back
@@ -294,6 +331,8 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
     orig_run_forever = base_events.BaseEventLoop.run_forever
 
     def run_forever(self: Any) -> None:
+        if self.is_closed() or self.is_running():
+            return orig_run_forever(self)  # it refuses, and says why
         try:
             h.enter_loop(self, fresh=True)
         except Exception as exc:
@@ -320,10 +359,12 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
         if inner is None or isinstance(inner, _Selector):
             return
         loop._selector = wrapper = _Selector(inner, h, lid)
+        ref = weakref.ref(loop)
 
         def undo() -> None:
-            if getattr(loop, "_selector", None) is wrapper:
-                loop._selector = inner
+            alive = ref()
+            if alive is not None and getattr(alive, "_selector", None) is wrapper:
+                alive._selector = inner
 
         h.on_uninstall("selector", undo)
 
@@ -332,8 +373,14 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
     orig_run_in_executor = base_events.BaseEventLoop.run_in_executor
 
     def run_in_executor(self: Any, executor: Any, func: Any, *args: Any) -> Any:
-        if not callable(func) or asyncio.iscoroutinefunction(func):
-            return orig_run_in_executor(self, executor, func, *args)  # it explains
+        pool = self._default_executor if executor is None else executor
+        if (
+            not callable(func)
+            or asyncio.iscoroutinefunction(func)
+            or not isinstance(pool, ThreadPoolExecutor | None)
+        ):
+            # A process pool must pickle func; a coroutine function is refused.
+            return orig_run_in_executor(self, executor, func, *args)
         fut = orig_run_in_executor(self, executor, _ExecutorCall(h, func), *args)
         try:
             fut._aiotrace_reason = EXECUTOR  # type: ignore[attr-defined]
@@ -341,6 +388,17 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
             h.fail("BaseEventLoop.run_in_executor", exc)
         return fut
 
+    orig_threadsafe = base_events.BaseEventLoop.call_soon_threadsafe
+
+    def call_soon_threadsafe(self: Any, callback: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            classifier.from_thread(callback)
+        except Exception as exc:
+            h.fail("BaseEventLoop.call_soon_threadsafe", exc)
+        return orig_threadsafe(self, callback, *args, **kw)
+
+    # Without the step hook, wakeups and creations would contradict the trace.
+    h.link("Handle._run", "BaseEventLoop._call_soon", "BaseEventLoop.create_task")
     h.on_loop.append(wrap_selector)
     h.patch(events.Handle, "_run", _run)
     h.patch(base_events.BaseEventLoop, "_call_soon", _call_soon)
@@ -348,9 +406,35 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
     h.patch(base_events.BaseEventLoop, "run_forever", run_forever)
     h.patch(base_events.BaseEventLoop, "close", close)
     h.patch(base_events.BaseEventLoop, "run_in_executor", run_in_executor)
+    h.patch(base_events.BaseEventLoop, "call_soon_threadsafe", call_soon_threadsafe)
+    if sys.version_info < (3, 13):
+        orig_set_name = tasks._set_task_name  # type: ignore[attr-defined]
+
+        def _set_task_name(task: Any, name: Any) -> None:
+            # asyncio.create_task and TaskGroup name the task after the loop
+            # made it: label it again with its name.
+            orig_set_name(task, name)
+            try:
+                cid = ids.get(id(task))
+                if name is not None and cid is not None:
+                    lab = label(task.get_coro(), task.get_name())
+                    h.thread_state().events.append(
+                        (_LABEL, clock(), _COROUTINE, cid, lab)
+                    )
+            except Exception as exc:
+                h.fail("tasks._set_task_name", exc)
+
+        h.patch(tasks, "_set_task_name", _set_task_name)
     loop = events._get_running_loop()
     if loop is not None:
         h.enter_loop(loop, fresh=False)
+        current = tasks.current_task(loop)
+        if current is not None:
+            # It is running the step that started tracing; see close_pending.
+            ts = h.thread_state()
+            discover(current, ts, CoroState.RUNNING)
+            ts.cur = ids[id(current)]
+            ts.pending = current
 
 
 def _is_eager(factory: Any) -> bool:

@@ -48,6 +48,8 @@ _ASYNCIO: dict[str, tuple[str, ...]] = {
         "streams.StreamReader._wait_for_data",
         "streams.FlowControlMixin._drain_helper",
         "streams.StreamWriter.drain",
+        "streams.StreamWriter.wait_closed",
+        "selector_events.BaseSelectorEventLoop._accept_connection2",
         "streams.open_connection",
         "streams.start_server",
         "selector_events.BaseSelectorEventLoop.sock_recv",
@@ -139,6 +141,19 @@ class Classifier:
         self._gathering = getattr(asyncio.tasks, "_GatheringFuture", None)
         self._stacks = stacks
         self._wakers: dict[Any, str] = {}
+        # id(callback) -> callback, for callbacks queued by other threads.
+        self._from_thread: dict[int, Any] = {}
+
+    def from_thread(self, callback: Any) -> None:
+        """Notes that ``callback`` is about to be queued by call_soon_threadsafe.
+
+        Noted before it is queued: the loop may run it at once. Most such
+        callbacks wake no coroutine, so only the newest few are remembered.
+        """
+        pending = self._from_thread
+        pending[id(callback)] = callback
+        if len(pending) > 1024:
+            del pending[next(iter(pending))]
 
     def block(self, coro: Any, waiter: Any) -> tuple[str, Any]:
         """Returns (reason, stack) for a task running ``coro`` waiting on
@@ -185,6 +200,8 @@ class Classifier:
         if isinstance(handle, asyncio.TimerHandle):
             return "timer"
         cb = handle._callback
+        if self._from_thread and self._from_thread.pop(id(cb), None) is cb:
+            return "thread"
         if type(cb) is functools.partial:
             cb = cb.func
         key = getattr(cb, "__func__", cb)

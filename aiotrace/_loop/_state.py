@@ -45,6 +45,7 @@ class ThreadState:
         "lock",
         "loop",
         "native",
+        "pending",
         "stall_t0",
         "t0",
         "thread",
@@ -66,6 +67,8 @@ class ThreadState:
         self.lock = threading.Lock()
         # The t0 of the step the watchdog has reported as a stall, or 0.
         self.stall_t0 = 0
+        # The task whose step started tracing, until that step is seen over.
+        self.pending: Any = None
 
 
 class Hooks:
@@ -82,10 +85,13 @@ class Hooks:
         # by a task created through a hook.
         self.coroutines: dict[int, int] = {}
         self._loops: dict[int, tuple[int, weakref.ref[Any]]] = {}
+        # Loops seen running mid-run, whose run_forever began out of sight.
+        self._unleft: set[int] = set()
         self.threads: list[ThreadState] = []
         self._lock = threading.Lock()
         self._undo: list[tuple[str, Callable[[], None]]] = []
         self._failed: set[str] = set()
+        self._links: list[tuple[str, ...]] = []
         self.on_loop: list[Callable[[Any, int, ThreadState], None]] = []
         """Called (loop, loop id, thread state) when a loop is first seen."""
         self.stall_end: Callable[[ThreadState, int, int], None] = _no_stall
@@ -144,13 +150,22 @@ class Hooks:
         else:
             ts.loop = lid
             if fresh:
-                ts.events.append((_LOOP_RUN, clock(), lid))
+                now = clock()
+                if lid in self._unleft:
+                    # Seen mid-run: that run_forever ended out of sight.
+                    ts.events.append((_LOOP_IDLE, now, lid))
+                ts.events.append((_LOOP_RUN, now, lid))
+        if fresh:
+            self._unleft.discard(lid)
+        else:
+            self._unleft.add(lid)
         return lid
 
     def leave_loop(self, loop: Any) -> None:
         """Records that ``run_forever`` returned: the loop is idle."""
         lid = self.loop_id(loop)
         if lid is not None:
+            self._unleft.discard(lid)
             self.thread_state().events.append((_LOOP_IDLE, clock(), lid))
 
     def close_loop(self, loop: Any) -> None:
@@ -191,6 +206,11 @@ class Hooks:
         """Runs ``undo`` at uninstall (and when the hook ``what`` fails)."""
         self._undo.append((what, undo))
 
+    def link(self, *names: str) -> None:
+        """Makes the hooks ``names`` fail together: one alone would record
+        transitions that contradict the others' silence."""
+        self._links.append(names)
+
     def fail(self, what: str, exc: BaseException) -> None:
         """Disables the failing hook ``what`` and reports it once.
 
@@ -201,8 +221,12 @@ class Hooks:
         if what in self._failed:
             return
         self._failed.add(what)
+        off = {what}
+        for names in self._links:
+            if what in names:
+                off.update(names)
         for name, undo in self._undo:
-            if name == what:
+            if name in off:
                 with contextlib.suppress(Exception):
                     undo()
         message = f"{what} hook failed ({type(exc).__name__}: {exc}); it is now off"

@@ -154,7 +154,7 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
                             reason = "coroutine" if ts.cur else "loop"
                         ts.events.append((_UNBLOCK, clock(), cid, reason))
             except Exception as exc:
-                h.fail("uvloop.Loop.call_soon", exc)
+                h.fail("Loop.call_soon", exc)
         return orig_call_soon(self, callback, *args, context=context)
 
     orig_run_forever = Loop.run_forever

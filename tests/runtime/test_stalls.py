@@ -1,0 +1,274 @@
+"""Loop stalls: a step or callback holding its loop past ``stall_threshold``
+is a "loop stall" range on the loop, beginning when the step began, with
+stack samples the watchdog thread takes while it lasts."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+from programs import EAGER_SKIP, Trace, marker_line, read_trace, run, trace_program
+
+import aiotrace
+from aiotrace.reader import NO_COROUTINE, Event, ResourceID, ResourceKind, StackFrame
+
+MS = 1_000_000
+
+
+async def stalling_step() -> None:
+    """Its second step holds the loop for 0.3 s in time.sleep."""
+    await asyncio.sleep(0)
+    time.sleep(0.3)  # mark: stall
+
+
+def _stall_of_step(trace: Trace, start: Event) -> tuple[Event, Event]:
+    """The one stall range that begins (within 1 ms) when ``start`` began."""
+    found = [
+        (b, e) for b, e in trace.ranges("loop stall") if abs(b.time - start.time) <= MS
+    ]
+    assert len(found) == 1, (start, trace.ranges("loop stall"))
+    return found[0]
+
+
+def _samples_in(trace: Trace, begin: Event, end: Event) -> list[Event]:
+    return [s for s in trace.samples() if begin.time <= s.time <= end.time]
+
+
+def test_a_blocking_sleep_in_a_coroutine_is_a_sampled_stall(
+    trace_path: Path, flavour: str
+) -> None:
+    """``time.sleep(0.3)`` in a coroutine with stall_threshold=0.1: one "loop
+    stall" range scoped to the loop, lasting at least 0.25 s, beginning when
+    the stalling step began (its RUNNABLE->RUNNING) and ending when it
+    ended; at least 5 stack samples during it, each naming the stalling
+    coroutine, the loop and the loop's thread, whose innermost frame is the
+    coroutine function at the line of time.sleep in this file."""
+
+    async def main() -> None:
+        await asyncio.create_task(stalling_step())
+
+    _, trace = trace_program(trace_path, main, flavour, stall_threshold=0.1)
+    cid = trace.one(stalling_step.__qualname__)
+    (lid,) = trace.loops()
+    step = trace.starts(cid)[1]
+    step_end = trace.step_end_after(cid, step)
+    begin, end = _stall_of_step(trace, step)
+    assert begin.range.scope == ResourceID(ResourceKind.LOOP, lid)
+    assert end.range.scope == begin.range.scope
+    assert end.time - begin.time >= 250 * MS
+    assert abs(end.time - step_end.time) <= MS
+
+    samples = _samples_in(trace, begin, end)
+    assert len(samples) >= 5
+    where = StackFrame(
+        stalling_step.__qualname__, __file__, marker_line(stalling_step, "stall")
+    )
+    for s in samples:
+        assert s.coroutine == cid
+        assert s.loop == lid
+        assert s.thread == threading.get_native_id()
+        assert s.stack.frames[0] == where
+    # Samples are taken only during stalls.
+    assert len(trace.samples()) == len(samples)
+
+
+@EAGER_SKIP
+def test_a_stall_in_an_eager_first_step_samples_the_eager_child(
+    trace_path: Path,
+) -> None:
+    """With eager tasks, a child that blocks the loop in its first step stalls
+    inside its creator's step: the range begins when the creator's step
+    began, and the samples name the child (the coroutine actually running),
+    at its line."""
+
+    async def eager_staller() -> None:
+        time.sleep(0.25)  # mark: stall
+        await asyncio.sleep(0)
+
+    async def main() -> None:
+        await asyncio.create_task(eager_staller())
+
+    _, trace = trace_program(trace_path, main, "eager", stall_threshold=0.1)
+    child = trace.one(eager_staller.__qualname__)
+    main_id = trace.one(main.__qualname__)
+    begin, end = _stall_of_step(trace, trace.starts(main_id)[0])
+    samples = _samples_in(trace, begin, end)
+    assert len(samples) >= 3
+    where = StackFrame(
+        eager_staller.__qualname__, __file__, marker_line(eager_staller, "stall")
+    )
+    for s in samples:
+        assert s.coroutine == child
+        assert s.stack.frames[0] == where
+
+
+def hog() -> None:
+    """A plain loop callback that blocks the loop."""
+    time.sleep(0.25)  # mark: hog
+
+
+def test_a_blocking_plain_callback_is_a_stall_without_a_coroutine(
+    trace_path: Path,
+) -> None:
+    """A plain callback (``loop.call_soon``) that holds the loop is a stall
+    too; its samples name no coroutine and their innermost frame is the
+    callback's line."""
+
+    async def main() -> None:
+        asyncio.get_running_loop().call_soon(hog)
+        await asyncio.sleep(0.01)
+
+    _, trace = trace_program(trace_path, main, stall_threshold=0.1)
+    ((begin, end),) = trace.ranges("loop stall")
+    assert end.time - begin.time >= 200 * MS
+    samples = _samples_in(trace, begin, end)
+    assert len(samples) >= 3
+    for s in samples:
+        assert s.coroutine == NO_COROUTINE
+        assert s.stack.frames[0] == StackFrame("hog", __file__, marker_line(hog, "hog"))
+
+
+async def crunch() -> int:
+    """Its second step is one long C call that holds the GIL."""
+    await asyncio.sleep(0)
+    return sum(range(25_000_000))  # mark: crunch
+
+
+def test_a_long_c_call_is_a_stall_even_if_it_cannot_be_sampled(
+    trace_path: Path,
+) -> None:
+    """A C call that holds the GIL (``sum(range(25_000_000))`` in one
+    expression) can't be sampled while it runs, but its stall range is still
+    recorded, from the step's start to its end; any sample taken names the
+    crunching coroutine."""
+
+    async def main() -> int:
+        return await asyncio.create_task(crunch())
+
+    result, trace = trace_program(trace_path, main, stall_threshold=0.05)
+    assert result == sum(range(25_000_000))
+    cid = trace.one(crunch.__qualname__)
+    step = trace.starts(cid)[1]
+    begin, end = _stall_of_step(trace, step)
+    assert abs(end.time - trace.step_end_after(cid, step).time) <= MS
+    assert end.time - begin.time >= 50 * MS
+    for s in _samples_in(trace, begin, end):
+        assert s.coroutine == cid
+
+
+def test_two_stalling_steps_are_two_stalls(trace_path: Path) -> None:
+    """Two consecutive stalling steps of one coroutine are two separate
+    ranges, each beginning at its own step, each with its own samples."""
+
+    async def twice() -> None:
+        await asyncio.sleep(0)
+        time.sleep(0.15)
+        await asyncio.sleep(0)
+        time.sleep(0.15)
+
+    async def main() -> None:
+        await asyncio.create_task(twice())
+
+    _, trace = trace_program(trace_path, main, stall_threshold=0.05)
+    cid = trace.one(twice.__qualname__)
+    starts = trace.starts(cid)
+    first = _stall_of_step(trace, starts[1])
+    second = _stall_of_step(trace, starts[2])
+    assert first[1].time <= second[0].time
+    for begin, end in (first, second):
+        assert end.time - begin.time >= 120 * MS
+        assert len(_samples_in(trace, begin, end)) >= 3
+
+
+def test_steps_shorter_than_the_threshold_are_not_stalls(trace_path: Path) -> None:
+    """Steps that block the loop for less than the threshold (20 ms against
+    0.25 s) record no stall and no sample."""
+
+    async def main() -> None:
+        for _ in range(3):
+            time.sleep(0.02)
+            await asyncio.sleep(0)
+
+    _, trace = trace_program(trace_path, main, stall_threshold=0.25)
+    assert len(trace.starts(trace.one(main.__qualname__))) == 4
+    assert trace.ranges("loop stall") == []
+    assert trace.samples() == []
+
+
+def test_stall_threshold_none_records_no_stall(trace_path: Path) -> None:
+    """``stall_threshold=None`` turns stall detection off: a 0.15 s blocking
+    step records no range and no sample, while metrics still flow."""
+
+    async def main() -> None:
+        await asyncio.sleep(0)
+        time.sleep(0.15)
+
+    _, trace = trace_program(
+        trace_path, main, stall_threshold=None, metrics_interval=0.02
+    )
+    assert trace.ranges("loop stall") == []
+    assert trace.samples() == []
+    assert trace.metrics("/memory/rss:bytes")
+
+
+def test_no_stall_detection_and_no_metrics_means_no_watchdog(trace_path: Path) -> None:
+    """With ``stall_threshold=None`` and ``metrics_interval=None`` there is
+    nothing to watch: no watchdog thread runs, and none appears in the
+    trace; coroutines are still traced."""
+    seen: list[str] = []
+
+    async def main() -> None:
+        seen.extend(t.name for t in threading.enumerate())
+        time.sleep(0.05)
+        await asyncio.sleep(0)
+
+    _, trace = trace_program(
+        trace_path, main, stall_threshold=None, metrics_interval=None
+    )
+    assert "aiotrace-watchdog" not in seen
+    names = set().union(*trace.thread_names().values())
+    assert "aiotrace-watchdog" not in names
+    assert trace.ranges("loop stall") == []
+    assert trace.one(main.__qualname__)
+
+
+def test_a_stall_in_one_of_two_loops_is_on_that_loop_only(trace_path: Path) -> None:
+    """Two loops in two threads, one of which stalls: the stall range is
+    scoped to the stalling thread's loop, its samples carry that thread and
+    that loop, and the other loop has no stall."""
+    native: dict[str, int] = {}
+
+    async def staller() -> None:
+        native["staller"] = threading.get_native_id()
+        await asyncio.sleep(0.01)
+        time.sleep(0.25)
+
+    async def ticker() -> None:
+        native["ticker"] = threading.get_native_id()
+        for _ in range(30):
+            await asyncio.sleep(0.01)
+
+    threads = [
+        threading.Thread(target=run, args=(main,), name=main.__name__)
+        for main in (staller, ticker)
+    ]
+    with aiotrace.tracing(trace_path, stall_threshold=0.1):
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    trace = read_trace(trace_path)
+    trace.check()
+    lid_of = {thread: lid for lid, thread in trace.loops().items()}
+    stall_loop = ResourceID(ResourceKind.LOOP, lid_of[native["staller"]])
+    stalls = trace.ranges("loop stall")
+    assert [b.range.scope for b, _ in stalls] == [stall_loop]
+    ((begin, end),) = stalls
+    samples = _samples_in(trace, begin, end)
+    assert len(samples) >= 3
+    for s in samples:
+        assert s.thread == native["staller"]
+        assert s.loop == lid_of[native["staller"]]
+        assert s.coroutine == trace.one(staller.__qualname__)
