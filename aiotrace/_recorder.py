@@ -56,18 +56,52 @@ def stack_of(frame: FrameType | None, depth: int) -> tuple[tuple[Any, int], ...]
     return tuple(frames)
 
 
+def _thread_object(ident: int) -> threading.Thread | None:
+    """The Thread object of thread ``ident``, or None while it is starting
+    (or for a thread the threading module does not know).
+
+    ``threading.current_thread()`` would make a dummy Thread there: a GC
+    callback can record while a new thread is still starting.
+    """
+    thread: threading.Thread | None = threading._active.get(ident)  # type: ignore[attr-defined]
+    if thread is None:
+        # A starting Thread waits in _limbo until it is active.
+        for t in list(threading._limbo):  # type: ignore[attr-defined]
+            if getattr(t, "_ident", None) == ident:
+                return t  # type: ignore[no-any-return]
+    return thread
+
+
 class ThreadBuffer:
     """ThreadBuffer holds the events one OS thread has recorded and not yet drained."""
 
-    __slots__ = ("events", "name", "thread", "thread_id")
+    __slots__ = ("_thread", "events", "ident", "thread_id")
 
-    def __init__(self, thread: threading.Thread) -> None:
+    def __init__(self) -> None:
         # Invariant: only the owning thread appends to events; only the
         # drainer removes from it, and only from the front.
         self.events: list[Event] = []
-        self.thread = thread
+        self.ident = threading.get_ident()
         self.thread_id: int = threading.get_native_id()
-        self.name: str = thread.name
+        self._thread = _thread_object(self.ident)
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The thread's Thread object, once the threading module has it."""
+        if self._thread is None:
+            self._thread = _thread_object(self.ident)
+        return self._thread
+
+    @property
+    def name(self) -> str:
+        """The thread's name."""
+        thread = self.thread
+        return f"thread {self.thread_id}" if thread is None else thread.name
+
+    def is_alive(self) -> bool:
+        """Whether the thread may still record (unknown threads count as alive)."""
+        thread = self.thread
+        return thread is None or thread.is_alive()
 
 
 class Recorder:
@@ -77,7 +111,9 @@ class Recorder:
         self.stacks = stacks
         """Whether annotations record the caller's stack."""
         self._local = threading.local()
-        self._lock = threading.Lock()
+        # Invariant: any thread appends to _new (atomically, under the GIL);
+        # only take() moves buffers from _new to _buffers, its own list.
+        self._new: list[ThreadBuffer] = []
         self._buffers: list[ThreadBuffer] = []
 
     def events(self) -> list[Event]:
@@ -89,23 +125,28 @@ class Recorder:
         return events
 
     def _register(self) -> list[Event]:
-        buf = ThreadBuffer(threading.current_thread())
-        with self._lock:
-            self._buffers.append(buf)
+        # No lock: a GC callback records, so this can run inside any
+        # allocation, including one made while some lock is held.
+        buf = ThreadBuffer()
+        self._new.append(buf)
         self._local.events = buf.events
         return buf.events
 
     def take(self) -> list[tuple[ThreadBuffer, list[Event]]]:
         """Removes and returns every pending event, grouped by thread.
 
-        Buffers of threads that have exited and hold nothing are forgotten.
+        Called by one thread at a time (the drainer's). Buffers of threads
+        that have exited and hold nothing are forgotten.
         """
-        with self._lock:
-            buffers = list(self._buffers)
+        new = self._new
+        if new:
+            n = len(new)
+            self._buffers += new[:n]
+            del new[:n]
         taken: list[tuple[ThreadBuffer, list[Event]]] = []
-        dead: list[ThreadBuffer] = []
-        for buf in buffers:
-            alive = buf.thread.is_alive()
+        dead = False
+        for buf in self._buffers:
+            alive = buf.is_alive()
             events = buf.events
             n = len(events)
             if n:
@@ -113,8 +154,7 @@ class Recorder:
                 del events[:n]
                 taken.append((buf, chunk))
             elif not alive:
-                dead.append(buf)
+                dead = True
         if dead:
-            with self._lock:
-                self._buffers = [b for b in self._buffers if b not in dead]
+            self._buffers = [b for b in self._buffers if b.events or b.is_alive()]
         return taken

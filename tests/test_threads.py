@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from pathlib import Path
 
@@ -130,3 +131,36 @@ def test_event_loops_in_several_threads() -> None:
         ]
         assert [ev.log.message for ev in got] == [str(i) for i in range(100)]
         assert {ev.thread for ev in got} == {ids[name]}
+
+
+def test_threads_keep_their_names_when_gc_runs_as_they_start() -> None:
+    """A collection can run in a new thread before the threading module has
+    registered it; the GC range recorded then must not rename the thread (or
+    make threading invent a dummy Thread): every thread's events carry its
+    own name."""
+    sink = MemorySink()
+    names: dict[int, str] = {}
+    lock = threading.Lock()
+
+    def worker() -> None:
+        with lock:
+            names[threading.get_native_id()] = threading.current_thread().name
+        aiotrace.log("w", "hello")
+
+    old = gc.get_threshold()
+    with aiotrace.tracing(sink, metrics_interval=None):
+        gc.set_threshold(1)  # a collection at nearly every allocation
+        try:
+            threads = [
+                threading.Thread(target=worker, name=f"worker-{i}") for i in range(40)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(20)
+        finally:
+            gc.set_threshold(*old)
+    labels = thread_labels(sink.events())
+    assert len(names) == 40
+    for tid, name in names.items():
+        assert labels[tid] == {name}

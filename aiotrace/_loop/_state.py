@@ -61,8 +61,9 @@ class ThreadState:
         # The plain loop callback (Handle) running, or None.
         self.handle: Any = None
         self.loop = -1
-        self.thread = threading.current_thread()
         self.ident = threading.get_ident()
+        # Hooks run in threads the threading module knows (not while starting).
+        self.thread = threading.current_thread()
         self.native = threading.get_native_id()
         self.lock = threading.Lock()
         # The t0 of the step the watchdog has reported as a stall, or 0.
@@ -88,7 +89,8 @@ class Hooks:
         # Loops seen running mid-run, whose run_forever began out of sight.
         self._unleft: set[int] = set()
         self.threads: list[ThreadState] = []
-        self._lock = threading.Lock()
+        # Reentrant: an allocation under it can run the GC callback.
+        self._lock = threading.RLock()
         self._undo: list[tuple[str, Callable[[], None]]] = []
         self._failed: set[str] = set()
         self._links: list[tuple[str, ...]] = []
