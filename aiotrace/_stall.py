@@ -12,8 +12,10 @@ the loop thread records the whole range then, with no samples.
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
+from types import FrameType
 from typing import Final
 
 from ._format.spec import C, ResourceKind
@@ -56,10 +58,15 @@ class Watchdog:
         """Starts the watchdog thread."""
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stops the watchdog thread and waits for it (unless called from it)."""
+    def stop(self, *, join: bool = True) -> None:
+        """Stops the watchdog thread; with ``join``, waits for it to exit
+        (unless called from it)."""
         self._stop.set()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+        if (
+            join
+            and self._thread.is_alive()
+            and threading.current_thread() is not self._thread
+        ):
             self._thread.join()
 
     def _run(self) -> None:
@@ -93,7 +100,7 @@ class Watchdog:
             self._samples[ts.ident] = n + 1
             if n >= MAX_SAMPLES and n % 10:
                 return
-            frame = sys._current_frames().get(ts.ident)
+            frame = _frame_of(ts.ident)
             if frame is None:
                 return
             stack = stack_of(frame, SAMPLE_DEPTH)
@@ -109,3 +116,21 @@ class Watchdog:
             ts.stall_t0 = 0
             ts.events.append((_RANGE_END, t1, STALL, _LOOP, ts.loop, None))
             self._samples.pop(ts.ident, None)
+
+
+def _frame_of(ident: int) -> FrameType | None:
+    """The current frame of thread ``ident``.
+
+    ``sys._current_frames()`` allocates while it holds the interpreter's
+    thread-list lock. A collection there would run Python code (GC
+    callbacks, finalizers) that can let another thread take the GIL and then
+    wait for that lock: a deadlock. So no collection may start inside it.
+    """
+    enabled = gc.isenabled()
+    if enabled:
+        gc.disable()
+    try:
+        return sys._current_frames().get(ident)
+    finally:
+        if enabled:
+            gc.enable()

@@ -148,7 +148,7 @@ class Tracer:
         if not self.runtime_events:
             return
         try:
-            self._runtime = Runtime(
+            runtime = Runtime(
                 self.recorder,
                 stall_threshold=self.stall_threshold,
                 metrics_interval=self.metrics_interval,
@@ -157,6 +157,10 @@ class Tracer:
         except Exception as exc:
             # The annotations still work; the failure is in the trace and stop().
             self._fail(exc)
+        else:
+            self._runtime = runtime
+            if self._error is not None:  # the sink failed while it started
+                self._stop_runtime(join=False)
 
     def _stop_runtime(self, *, join: bool = True) -> None:
         runtime, self._runtime = self._runtime, None

@@ -42,5 +42,5 @@ class Runtime:
     def stop(self, *, join: bool = True) -> None:
         """Undoes every hook; with ``join``, waits for the watchdog to exit."""
         self.hooks.uninstall()
-        if self._watchdog is not None and join:
-            self._watchdog.stop()
+        if self._watchdog is not None:
+            self._watchdog.stop(join=join)

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import warnings
 from pathlib import Path
 
+import pytest
 from programs import EAGER_SKIP, Trace, marker_line, read_trace, run, trace_program
 
 import aiotrace
@@ -272,3 +274,31 @@ def test_a_stall_in_one_of_two_loops_is_on_that_loop_only(trace_path: Path) -> N
         assert s.thread == native["staller"]
         assert s.loop == lid_of[native["staller"]]
         assert s.coroutine == trace.one(staller.__qualname__)
+
+
+def test_the_watchdog_exits_when_the_sink_fails() -> None:
+    """A sink that fails stops tracing from inside the writer thread; the
+    watchdog thread exits too, rather than watching a trace that is over."""
+
+    class Broken:
+        def write(self, data: bytes) -> int:
+            raise OSError("disk gone")
+
+    def watchdogs() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "aiotrace-watchdog"]
+
+    before = len(watchdogs())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tracer = aiotrace.start(Broken())
+        deadline = time.monotonic() + 10
+        while tracer.error is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert tracer.error is not None
+    assert [w.category for w in caught] == [aiotrace.TracingWarning]
+    deadline = time.monotonic() + 10
+    while len(watchdogs()) > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(watchdogs()) == before
+    with pytest.raises(aiotrace.TracingError):
+        aiotrace.stop()
