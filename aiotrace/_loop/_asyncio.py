@@ -400,7 +400,7 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
     # Without the step hook, wakeups and creations would contradict the trace.
     h.link("Handle._run", "BaseEventLoop._call_soon", "BaseEventLoop.create_task")
     h.on_loop.append(wrap_selector)
-    h.patch(events.Handle, "_run", _fast_run(h, _run, orig_run, step_record) or _run)
+    h.patch(events.Handle, "_run", _run)
     h.patch(base_events.BaseEventLoop, "_call_soon", _call_soon)
     h.patch(base_events.BaseEventLoop, "create_task", create_task)
     h.patch(base_events.BaseEventLoop, "run_forever", run_forever)
@@ -435,37 +435,6 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
             discover(current, ts, CoroState.RUNNING)
             ts.cur = ids[id(current)]
             ts.pending = current
-
-
-def _fast_run(h: Hooks, slow: Any, orig_run: Any, after: Any) -> Any:
-    """The C step hook (aiotrace._speedups), or None where it is not built or
-    AIOTRACE_PURE_PYTHON is set. It handles known tasks' steps and hands
-    everything else to the Python hook ``slow``."""
-    if os.environ.get("AIOTRACE_PURE_PYTHON"):
-        return None
-    try:
-        from .. import _speedups  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-
-    def stall_end(ts: ThreadState, t0: int, t1: int) -> None:
-        h.stall_end(ts, t0, t1)  # looked up late: the watchdog sets it later
-
-    def fail(exc: BaseException) -> None:
-        h.fail("Handle._run", exc)
-
-    return _speedups.StepHook(
-        orig_run=orig_run,
-        slow_run=slow,
-        after=after,
-        stall_end=stall_end,
-        fail=fail,
-        local=h.local,
-        ids=h.coroutines,
-        ctask=CTask,
-        run_yield=_RUN_YIELD,
-        stall_ns=h.stall_ns,
-    )
 
 
 def _is_eager(factory: Any) -> bool:
