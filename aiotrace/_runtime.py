@@ -35,20 +35,25 @@ READY: Final = "/loop/ready:callbacks"
 def install_gc(hooks: Hooks) -> None:
     """Records every collection as a range, until ``hooks.uninstall()``."""
     events = hooks.rec.events
+    # A collection holds the GIL from start to stop: nothing else records in
+    # between, and no two overlap. The range is recorded whole at the stop,
+    # in one extend, so a generation boundary cannot fall inside it.
+    started = [0]
 
     def on_gc(phase: str, info: dict[str, Any]) -> None:
         try:
-            name = GC_RANGES[info["generation"]]
             if phase == "start":
-                events().append((_RANGE_BEGIN, clock(), name, _NONE, 0, None))
-            else:
-                now = clock()
-                events().extend(
-                    (
-                        (_RANGE_END, now, name, _NONE, 0, None),
-                        (_METRIC, now, COLLECTED, info["collected"]),
-                    )
+                started[0] = clock()
+                return
+            now = clock()
+            name = GC_RANGES[info["generation"]]
+            events().extend(
+                (
+                    (_RANGE_BEGIN, started[0] or now, name, _NONE, 0, None),
+                    (_RANGE_END, now, name, _NONE, 0, None),
+                    (_METRIC, now, COLLECTED, info["collected"]),
                 )
+            )
         except Exception as exc:
             hooks.fail("gc.callbacks", exc)
 

@@ -94,7 +94,11 @@ class Watchdog:
             n = 0
             if ts.stall_t0 != t0:
                 ts.stall_t0 = t0
-                events.append((_RANGE_BEGIN, t0, STALL, _LOOP, ts.loop, None))
+                # Into the loop thread's own buffer, ahead of the end that
+                # thread will append: the drainer puts a thread's events in
+                # generations in buffer order, so the begin can never land in
+                # a later generation than its end (list.append is atomic).
+                ts.events.append((_RANGE_BEGIN, t0, STALL, _LOOP, ts.loop, None))
             else:
                 n = self._samples.get(ts.ident, 0)
             self._samples[ts.ident] = n + 1

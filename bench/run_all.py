@@ -1,6 +1,7 @@
 """run_all: runs every aiotrace benchmark and prints their tables.
 
-Run: ``python bench/run_all.py [--rounds N] [--quick]`` (about 70 s).
+Run: ``python bench/run_all.py [--rounds N] [--quick]`` (about 12 min, 11 of
+them ``bench_sched``; ``--quick`` about 25 s).
 
 Each benchmark runs in its own process, one after the other (never in
 parallel: they would disturb each other's timings), with this interpreter;
@@ -20,6 +21,8 @@ BENCHMARKS = (
     "bench_annotate.py",
     "bench_encode.py",
     "bench_read.py",
+    "bench_sched.py",
+    "bench_probe.py",
 )
 
 
