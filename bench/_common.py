@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +80,22 @@ class Summary:
     def iqr(self, fmt: str = "{:.0f}") -> str:
         """Returns ``"q1-q3"`` formatted with ``fmt``."""
         return f"{fmt.format(self.q1)}-{fmt.format(self.q3)}"
+
+
+def drive(coro: Coroutine[Any, Any, None]) -> None:
+    """Runs a coroutine that never suspends to the end, without a loop."""
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    coro.close()
+    raise RuntimeError("the coroutine suspended")
+
+
+def empty_loop(n: int) -> None:
+    """The reference loop: ``n`` iterations doing nothing."""
+    for _ in range(n):
+        pass
 
 
 def summarize(values: Sequence[float]) -> Summary:

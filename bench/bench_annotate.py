@@ -53,15 +53,16 @@ import random
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from itertools import repeat
 from types import FrameType, TracebackType
-from typing import Any
 
 from _common import (
     NoiseProbe,
     Summary,
     arguments,
+    drive,
+    empty_loop,
     environment,
     print_table,
     quiesce,
@@ -137,23 +138,8 @@ async def adecorated() -> None:
     return None
 
 
-def drive(coro: Coroutine[Any, Any, None]) -> None:
-    """Runs a coroutine that never suspends to the end, without a loop."""
-    try:
-        coro.send(None)
-    except StopIteration:
-        return
-    coro.close()
-    raise RuntimeError("the coroutine suspended")
-
-
 # --------------------------------------------------------------------------
 # The loops. Each runs its statement ``n`` times, written as a user would.
-
-
-def empty_loop(n: int) -> None:
-    for _ in range(n):
-        pass
 
 
 def region_loop(n: int) -> None:

@@ -29,12 +29,14 @@ from __future__ import annotations
 import random
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 from _common import (
     NoiseProbe,
     arguments,
+    drive,
+    empty_loop,
     environment,
     print_table,
     quiesce,
@@ -110,21 +112,6 @@ def _star_closure() -> Callable[..., None]:
 
 call_object = CallObject()
 star_closure = _star_closure()
-
-
-def drive(coro: Coroutine[Any, Any, None]) -> None:
-    """Runs a coroutine that never suspends to the end, without a loop."""
-    try:
-        coro.send(None)
-    except StopIteration:
-        return
-    coro.close()
-    raise RuntimeError("the coroutine suspended")
-
-
-def empty_loop(n: int) -> None:
-    for _ in range(n):
-        pass
 
 
 def calls(fn: Callable[[str], object]) -> Loop:
