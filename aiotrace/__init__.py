@@ -14,6 +14,7 @@ from ._context import wrap as wrap
 from ._errors import TraceError as TraceError
 from ._errors import TracingError as TracingError
 from ._errors import TracingWarning as TracingWarning
+from ._flight import FlightRecorder as FlightRecorder
 from ._region import Region as Region
 from ._region import region as region
 from ._region import start_region as start_region
@@ -35,6 +36,7 @@ __version__ = "0.1.0"
 __all__ = (
     "BACKGROUND_TASK",
     "NO_TASK",
+    "FlightRecorder",
     "Region",
     "Task",
     "TraceError",

@@ -20,18 +20,23 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable
+from typing import NamedTuple
 
 from ._encode import Encoder
-from ._errors import TracingWarning
+from ._errors import TracingError, TracingWarning
 from ._format.framing import HEADER
 from ._format.spec import EVENTS_LOST
 from ._recorder import Recorder, clock
+from ._restate import Snapshot, StateTracker, status_records
 
 EVENT_COST = 120
 """Approximate bytes one undrained event holds in memory (tuple and ints)."""
 
 BATCH_EVENTS = 4096
 """Most events per BATCH frame; the drainer lets go of the GIL between them."""
+
+GENERATION_BYTES = 1 << 20
+"""A generation closes after the drain that takes it past this many bytes."""
 
 
 class Outbox:
@@ -76,17 +81,42 @@ class Outbox:
             self.bytes -= nbytes
 
 
+class Generation(NamedTuple):
+    """Generation is one whole encoded generation, as a flight recorder keeps it."""
+
+    number: int
+    data: bytes
+    start_ns: int
+    end_ns: int
+
+
+class _Request:
+    """_Request is work for the drain thread at the next generation boundary."""
+
+    def __init__(self, fn: Callable[[], None] | None) -> None:
+        self.fn = fn
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
 class Drainer:
-    """Drainer moves events from a Recorder into an Outbox in a background thread."""
+    """Drainer moves events from a Recorder into encoded generations, in a
+    background thread, and hands them to its consumers: an Outbox (a trace
+    being written) and ``on_generation`` (a flight recorder's ring).
+
+    Invariant: generations change only between two drains, so each one holds
+    what every thread recorded between two cuts (``Recorder.take``), and the
+    status records that begin a generation describe the state at its cut.
+    """
 
     def __init__(
         self,
         recorder: Recorder,
-        outbox: Outbox,
+        outbox: Outbox | None,
         *,
         max_buffer_bytes: int,
         interval: float = 0.05,
-        generation_bytes: int = 1 << 20,
+        generation_bytes: int = GENERATION_BYTES,
         generation_seconds: float = 1.0,
     ) -> None:
         self.recorder = recorder
@@ -96,83 +126,242 @@ class Drainer:
         self.generation_bytes = generation_bytes
         self.generation_ns = int(generation_seconds * 1e9)
         self.encoder = Encoder()
+        self.tracker = StateTracker()
+        self.on_generation: Callable[[Generation], None] | None = None
+        """Called on the drain thread with each whole generation."""
+        self.on_stall_end: Callable[[], None] | None = None
+        """Called on the drain thread after a drain that saw a stall end."""
         self.events = 0
         self.lost_events = 0
         self._unreported_lost = 0
+        self._stalls_seen = 0
+        self._snapshot: Snapshot | None = None
+        self._parts: list[bytes] = []
+        # Odd while a whole generation moves from _parts to on_generation.
+        self._handing = 0
+        self._rotate_due = False
+        self._requests: list[_Request] = []
+        self._requests_lock = threading.Lock()
+        self._wake = threading.Event()
         self._stop = threading.Event()
+        self._abandoned = False
         self._thread = threading.Thread(
             target=self._run, name="aiotrace-drain", daemon=True
         )
         self.error: BaseException | None = None
         self.on_error: Callable[[BaseException], None] | None = None
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of the generation being built that a ring will receive."""
+        return sum(map(len, self._parts))
+
+    def held_bytes(self, ring: Callable[[], int]) -> int:
+        """Returns ``pending_bytes`` plus ``ring()`` (the bytes of the whole
+        generations a consumer keeps), read consistently: never counting a
+        generation twice while it moves from one to the other."""
+        while True:
+            seq = self._handing
+            if seq % 2 == 0:
+                total = self.pending_bytes + ring()
+                if self._handing == seq:
+                    return total
+            time.sleep(0)
+
     def start(self) -> None:
         """Writes the trace header and first generation, and starts the thread."""
-        self.outbox.put(HEADER + self.encoder.begin_generation(0))
+        if self.outbox is not None:
+            self.outbox.put(HEADER)
+        self._begin_generation()
         self._thread.start()
 
     def stop(self) -> None:
         """Drains everything, ends the trace and waits for the thread."""
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join()
 
     def abandon(self) -> None:
         """Stops the thread without writing anything more (the sink failed)."""
-        self.outbox.close()  # wakes a writer waiting for data
+        self._abandoned = True
+        if self.outbox is not None:
+            self.outbox.close()  # wakes a writer waiting for data
         self._stop.set()
+        self._wake.set()
+
+    def at_boundary(self, fn: Callable[[], None] | None = None) -> None:
+        """Drains what was recorded before this call, closes the generation,
+        runs ``fn`` on the drain thread, opens the next generation, and
+        returns when all that is done.
+
+        Raises:
+            TracingError: the drain thread is not running, or failed.
+        """
+        if threading.current_thread() is self._thread:
+            self._rotate([_Request(fn)])
+            return
+        request = _Request(fn)
+        with self._requests_lock:
+            if not self._thread.is_alive() or self._stop.is_set():
+                raise TracingError("aiotrace: the drain thread is not running")
+            self._requests.append(request)
+        self._wake.set()
+        request.done.wait()
+        if request.error is not None:
+            raise TracingError(
+                f"aiotrace: the drain thread failed: {request.error!r}"
+            ) from request.error
 
     def _run(self) -> None:
         try:
-            while not self._stop.wait(self.interval):
-                if self.outbox.closed:
-                    return
+            while True:
+                self._wake.wait(self.interval)
+                self._wake.clear()
+                if self._stop.is_set() or self._abandoned:
+                    break
                 self.drain_once()
-            if not self.outbox.closed:
+                self._serve()
+            if not self._abandoned:
                 self.drain_once()
+                self._serve()
                 self._report_lost(force=True)
-                self.outbox.put(self.encoder.end_generation())
-                self.outbox.put(self.encoder.end_trace(self.lost_events))
+                self._end_generation()
+                if self.outbox is not None:
+                    self.outbox.put(self.encoder.end_trace(self.lost_events))
         except BaseException as exc:  # report, never take the program down
             self.error = exc
             _warn(f"aiotrace: the drain thread failed and tracing stopped: {exc!r}")
             if self.on_error is not None:
                 self.on_error(exc)
         finally:
-            self.outbox.close()
+            with self._requests_lock:
+                self._stop.set()
+                requests, self._requests = self._requests, []
+            for request in requests:
+                request.error = self.error or TracingError("tracing stopped")
+                request.done.set()
+            if self.outbox is not None:
+                self.outbox.close()
+
+    def _serve(self) -> None:
+        with self._requests_lock:
+            requests, self._requests = self._requests, []
+        if requests:
+            self.drain_once()  # what was recorded before the requests
+            self._rotate(requests)
 
     def drain_once(self) -> None:
         """Takes every thread's pending events and encodes or drops them."""
         encoder = self.encoder
+        tracker = self.tracker
         for buf, events in self.recorder.take():
             for i in range(0, len(events), BATCH_EVENTS):
                 chunk = events[i : i + BATCH_EVENTS]
+                outbox = self.outbox
                 # Decided per batch against what the sink has not yet taken,
                 # so a burst goes through while the writer keeps up.
-                if len(chunk) * EVENT_COST > self.max_buffer_bytes - self.outbox.bytes:
+                if (
+                    outbox is not None
+                    and len(chunk) * EVENT_COST > self.max_buffer_bytes - outbox.bytes
+                ):
                     self._drop(len(chunk))
                     continue
                 self._report_lost()
+                name = buf.name
                 try:
-                    data = encoder.encode_batch(buf.thread_id, buf.name, chunk)
+                    data = encoder.encode_batch(buf.thread_id, name, chunk)
                 except ValueError as exc:
                     self._drop(len(chunk))
                     _warn(f"aiotrace: dropped {len(chunk)} malformed events: {exc}")
                     continue
                 self.events += len(chunk)
-                self.outbox.put(data)
+                self._emit(data)
+                try:
+                    tracker.feed(buf.thread_id, name, chunk)
+                except (ValueError, TypeError, IndexError) as exc:
+                    _warn(f"aiotrace: could not follow the state of events: {exc!r}")
                 if encoder.bytes >= self.generation_bytes:
-                    self._rotate()  # a burst must not make one huge generation
+                    # Rotated after this drain: a generation is a cut in time.
+                    self._rotate_due = True
                 if len(events) > BATCH_EVENTS:
                     time.sleep(0)  # let the traced threads have the GIL
         self._report_lost()
-        if clock() - encoder.started_ns >= self.generation_ns:
-            self._rotate()
+        if tracker.stalls_ended != self._stalls_seen:
+            self._stalls_seen = tracker.stalls_ended
+            if self.on_stall_end is not None:
+                self.on_stall_end()
+        if self._rotate_due or clock() - encoder.started_ns >= self.generation_ns:
+            self._rotate([])
 
-    def _rotate(self) -> None:
-        self.outbox.put(self.encoder.end_generation())
+    def _emit(self, data: bytes) -> None:
+        if self.on_generation is not None:
+            self._parts.append(data)
+        outbox = self.outbox
+        if outbox is not None:
+            if outbox.closed:
+                self.outbox = None  # its writer failed and left
+            else:
+                outbox.put(data)
+
+    def _rotate(self, requests: list[_Request]) -> None:
+        try:
+            self._end_generation()
+            for request in requests:
+                if request.fn is not None:
+                    try:
+                        request.fn()
+                    except Exception as exc:
+                        request.error = exc
+            self._begin_generation()
+        except BaseException as exc:
+            for request in requests:
+                request.error = request.error or exc
+            raise
+        finally:
+            for request in requests:
+                request.done.set()
+
+    def _begin_generation(self) -> None:
         reported = self.lost_events - self._unreported_lost
-        self.outbox.put(self.encoder.begin_generation(reported))
+        self._rotate_due = False
+        self._parts = []
+        self._emit(self.encoder.begin_generation(reported))
+        self._snapshot = self.tracker.cut()
+
+    def _end_generation(self) -> None:
+        self._restate()
+        self._emit(self.encoder.end_generation())
+        on_generation = self.on_generation
+        if on_generation is None or not self._parts:
+            self._parts = []
+            return
+        encoder = self.encoder
+        whole = Generation(
+            encoder.generation, b"".join(self._parts), encoder.started_ns, clock()
+        )
+        self._handing += 1
+        try:
+            self._parts = []
+            on_generation(whole)
+        finally:
+            self._handing += 1
+
+    def _restate(self) -> None:
+        """Writes the status records of what was alive at the generation's start."""
+        snap, self._snapshot = self._snapshot, None
+        if snap is None or not (snap.coroutines or snap.loops or snap.ranges):
+            return
+        start = self.encoder.started_ns
+        earliest = self.tracker.earliest
+        now = start if earliest is None else min(start, earliest) - 1
+        me = threading.get_native_id()
+        names = self.tracker.names
+        for thread, records in status_records(snap, now, me).items():
+            name = names.get(thread) or (
+                threading.current_thread().name if thread == me else f"thread {thread}"
+            )
+            self._emit(self.encoder.encode_batch(thread, name, records))
 
     def _drop(self, n: int) -> None:
         self.lost_events += n
@@ -181,12 +370,14 @@ class Drainer:
     def _report_lost(self, *, force: bool = False) -> None:
         if not self._unreported_lost:
             return
-        if not force and self.max_buffer_bytes - self.outbox.bytes < 256:
+        outbox = self.outbox
+        room = self.max_buffer_bytes - (0 if outbox is None else outbox.bytes)
+        if not force and room < 256:
             return
         record = (EVENTS_LOST, clock(), self._unreported_lost)
         self._unreported_lost = 0
         me = threading.current_thread()
-        self.outbox.put(
+        self._emit(
             self.encoder.encode_batch(threading.get_native_id(), me.name, [record])
         )
 

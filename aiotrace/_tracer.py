@@ -1,8 +1,9 @@
 """The tracer's lifecycle: start, stop, and the ``tracing`` context manager.
 
-One tracer runs at a time. It owns a Recorder (the hot path), a Drainer
-thread (encoding) and a writer: a thread for sync sinks, a task on the
-starting event loop for async sinks.
+One tracer runs at a time. It joins the recording session (``_session``:
+the Recorder, the Drainer thread and the execution tracer), which a flight
+recorder may share, and owns a writer: a thread for sync sinks, a task on
+the starting event loop for async sinks.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from typing import Any, Final
 import anyio
 import anyio.to_thread
 
-from . import _recorder
+from . import _recorder, _session
 from ._drain import Drainer, Outbox
 from ._errors import TracingError, TracingWarning
-from ._loop import Runtime
+from ._format.framing import HEADER
 from ._recorder import Recorder
+from ._session import Options, Session
 from ._sinks import AsyncSink, SyncSink, adapt
 
 DEFAULT_MAX_BUFFER_BYTES: Final = 64 << 20
@@ -89,13 +91,19 @@ class Tracer:
                 f"got {max_buffer_bytes}"
             )
         self.max_buffer_bytes = max_buffer_bytes
-        self._sink = adapt(sink)
-        self.recorder = Recorder(stacks=annotation_stacks)
-        self._outbox = Outbox()
-        self._drainer = Drainer(
-            self.recorder, self._outbox, max_buffer_bytes=max_buffer_bytes
+        self._options = Options(
+            stall_threshold=self.stall_threshold,
+            metrics_interval=self.metrics_interval,
+            annotation_stacks=annotation_stacks,
+            block_stacks=block_stacks,
+            runtime_events=runtime_events,
         )
-        self._drainer.on_error = self._fail
+        self._sink = adapt(sink)
+        self._outbox = Outbox()
+        self._session: Session | None = None
+        self.recorder: Recorder
+        self._drainer: Drainer
+        self._events0 = self._lost0 = 0
         self._error: BaseException | None = None
         self._stopped = False
         self._written = 0
@@ -103,7 +111,6 @@ class Tracer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._writer_task: asyncio.Task[None] | None = None
-        self._runtime: Runtime | None = None
 
     @property
     def is_async(self) -> bool:
@@ -113,12 +120,12 @@ class Tracer:
     @property
     def lost_events(self) -> int:
         """Events dropped because the sink fell behind."""
-        return self._drainer.lost_events
+        return self._drainer.lost_events - self._lost0
 
     @property
     def events(self) -> int:
         """Events encoded so far."""
-        return self._drainer.events
+        return self._drainer.events - self._events0
 
     @property
     def bytes_written(self) -> int:
@@ -131,41 +138,59 @@ class Tracer:
         return self._error
 
     def _start(self) -> None:
-        # Recording turns on before the writer can fail, so that a failure,
-        # however early, finds it on and turns it off.
-        if isinstance(self._sink, AsyncSink):
-            self._start_async_writer(self._sink)  # may refuse: no loop
-            _recorder.active = self.recorder
-        else:
-            _recorder.active = self.recorder
-            threading.Thread(
-                target=self._write_sync,
-                args=(self._sink,),
-                name="aiotrace-write",
-                daemon=True,
-            ).start()
-        self._drainer.start()
-        if not self.runtime_events:
-            return
-        try:
-            runtime = Runtime(
-                self.recorder,
-                stall_threshold=self.stall_threshold,
-                metrics_interval=self.metrics_interval,
-                block_stacks=self.block_stacks,
-            )
-        except Exception as exc:
+        with _session.lock:
+            session = _session.current()
+            if session is not None:
+                _session.check(session, self._options, "aiotrace.start")
+            # Recording turns on before the writer can fail, so that a
+            # failure, however early, finds it on and turns it off.
+            if isinstance(self._sink, AsyncSink):
+                self._start_async_writer(self._sink)  # may refuse: no loop
+            else:
+                threading.Thread(
+                    target=self._write_sync,
+                    args=(self._sink,),
+                    name="aiotrace-write",
+                    daemon=True,
+                ).start()
+            fresh = session is None
+            if session is None:
+                session = _session.new(
+                    self._options, max_buffer_bytes=self.max_buffer_bytes
+                )
+                session.drainer.outbox = self._outbox
+            self._session = session
+            self.recorder = session.recorder
+            self._drainer = session.drainer
+            self._events0 = session.drainer.events
+            self._lost0 = session.drainer.lost_events
+            session.consumers.append(self)
+            error = session.start() if fresh else None
+        if not fresh:
+            try:
+                self._drainer.at_boundary(self._attach)
+            except TracingError as exc:
+                self._fail(exc)
+        if error is not None:
             # The annotations still work; the failure is in the trace and stop().
-            self._fail(exc)
-        else:
-            self._runtime = runtime
-            if self._error is not None:  # the sink failed while it started
-                self._stop_runtime(join=False)
+            self._fail(error)
 
-    def _stop_runtime(self, *, join: bool = True) -> None:
-        runtime, self._runtime = self._runtime, None
-        if runtime is not None:
-            runtime.stop(join=join)
+    def _attach(self) -> None:
+        """Starts the trace at a generation boundary (on the drain thread)."""
+        drainer = self._drainer
+        self._events0 = drainer.events
+        self._lost0 = drainer.lost_events
+        self._outbox.put(HEADER)
+        drainer.max_buffer_bytes = self.max_buffer_bytes
+        drainer.outbox = self._outbox
+
+    def _detach(self) -> None:
+        """Ends the trace at a generation boundary (on the drain thread)."""
+        drainer = self._drainer
+        if drainer.outbox is self._outbox:
+            drainer.outbox = None
+        self._outbox.put(drainer.encoder.end_trace(drainer.lost_events))
+        self._outbox.close()
 
     def _start_async_writer(self, sink: AsyncSink) -> None:
         try:
@@ -228,13 +253,22 @@ class Tracer:
             self._writer_done.set()
 
     def _fail(self, exc: BaseException) -> None:
-        if self._error is not None:
-            return
-        self._error = exc
-        if _recorder.active is self.recorder:
-            _recorder.active = None
-        self._stop_runtime(join=False)
-        self._drainer.abandon()
+        alone = False
+        with _session.lock:
+            if self._error is not None:
+                return
+            session = self._session
+            if session is not None and self in session.consumers:
+                session.consumers.remove(self)
+                alone = not session.consumers
+                if alone:
+                    session.close(join=False)
+            self._error = exc  # set last: a waiter then finds recording off
+        if alone and session is not None:
+            session.drainer.abandon()
+        else:
+            # A flight recorder shares the recording: only this trace stops.
+            self._outbox.close()
         if isinstance(exc, Exception):
             what = f"the sink {self._sink.description} failed"
         else:
@@ -248,18 +282,35 @@ class Tracer:
                 stacklevel=2,
             )
 
-    def _deactivate(self) -> bool:
+    def _deactivate(self) -> str | None:
+        """Leaves the session: returns None if already stopped, else "last"
+        (the session closed: stop its drainer), "shared" (detach from it) or
+        "gone" (the trace had already failed)."""
         global _current
         with _lock:
             if self._stopped:
-                return False
+                return None
             self._stopped = True
-            self._stop_runtime()
-            if _recorder.active is self.recorder:
-                _recorder.active = None
             if _current is self:
                 _current = None
-            return True
+        with _session.lock:
+            session = self._session
+            if session is None or self not in session.consumers:
+                return "gone"
+            session.consumers.remove(self)
+            if session.consumers:
+                return "shared"
+            session.close()
+            return "last"
+
+    def _finish_drain(self, mode: str) -> None:
+        if mode == "last":
+            self._drainer.stop()
+        elif mode == "shared":
+            try:
+                self._drainer.at_boundary(self._detach)
+            except TracingError:
+                self._outbox.close()
 
     def stop(self) -> None:
         """Stops tracing and returns once every event is written.
@@ -278,11 +329,12 @@ class Tracer:
                 "aiotrace: this trace writes to an async sink; stop it with "
                 "`await aiotrace.astop()` or use `async with aiotrace.tracing(...)`"
             )
-        if not self._deactivate():
+        mode = self._deactivate()
+        if mode is None:
             return
-        self._drainer.stop()
+        self._finish_drain(mode)
         if self.is_async and not _loop_alive(self._loop):
-            self._drainer.abandon()
+            self._outbox.close()
             self._fail(TracingError("the event loop running the async writer closed"))
         self._writer_done.wait()
         self._raise_error()
@@ -298,9 +350,10 @@ class Tracer:
             raise TracingError(
                 "aiotrace: astop() must run on the event loop that started tracing"
             )
-        if not self._deactivate():
+        mode = self._deactivate()
+        if mode is None:
             return
-        await anyio.to_thread.run_sync(self._drainer.stop)
+        await anyio.to_thread.run_sync(self._finish_drain, mode)
         if self.is_async:
             while not self._writer_done.is_set():
                 await anyio.sleep(_POLL)
@@ -388,7 +441,8 @@ async def astop() -> None:
 
 
 def is_enabled() -> bool:
-    """Reports whether tracing is on."""
+    """Reports whether events are being recorded: a trace or a flight
+    recorder is running (as Go's ``trace.IsEnabled``)."""
     return _recorder.active is not None
 
 
@@ -468,8 +522,6 @@ def _forget_in_child() -> None:
     """In a forked child, the parent's trace is not ours: its threads did not
     survive the fork, and recording into it would only fill memory."""
     global _current, _lock
-    if _current is not None:
-        _current._stop_runtime(join=False)  # the patches survived the fork
     _lock = threading.Lock()
     _current = None
     _recorder.active = None

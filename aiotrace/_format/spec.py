@@ -116,6 +116,9 @@ SPECS: tuple[EventSpec, ...] = (
     _e(25, "CoroRunYield", Kind.STATE_TRANSITION, ("coroutine", _I), ("duration", _I)),
     _e(26, "CoroRunBlock", Kind.STATE_TRANSITION, ("coroutine", _I), ("duration", _I), ("reason", _S), ("stack", _K)),
     _e(27, "CoroRunEnd", Kind.STATE_TRANSITION, ("coroutine", _I), ("duration", _I), ("reason", _S)),
+    # A coroutine that already existed and waits: CoroStatus(WAITING) with
+    # the reason and stack of its block. Each generation restates it.
+    _e(28, "CoroWaiting", Kind.STATE_TRANSITION, ("coroutine", _I), ("reason", _S), ("stack", _K)),  # UNDETERMINED -> WAITING
 )
 # fmt: on
 

@@ -241,6 +241,10 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
         cid = ids.get(id(task))
         if cid is None:
             cid = discover(task, ts or h.thread_state(), CoroState.WAITING)
+        elif ts is not None and cid == ts.cur and events_ is ts.events:
+            # Its own step is running (a signal handler cancelled it there):
+            # the step ends with its future done, a yield, not a block.
+            return
         events_.append((_UNBLOCK, clock(), cid, reason))
 
     # create_task: creation, and eager first steps.

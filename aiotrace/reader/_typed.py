@@ -53,8 +53,9 @@ _NOT_EXIST, _RUNNABLE, _RUNNING, _WAITING = (
     CoroState.WAITING,
 )
 
-# Handler(raw event, [loop, coroutine, outer coroutines] of its thread) -> Event
-_Handler = Callable[[RawEvent, list[Any]], Event]
+# Handler(raw event, [loop, coroutine, outer coroutines] of its thread) -> Event,
+# or None for a restated status that says nothing new.
+_Handler = Callable[[RawEvent, list[Any]], Event | None]
 
 # Step record spec -> (first transition's spec, second transition's spec)
 _STEPS: dict[EventSpec, tuple[EventSpec, EventSpec]] = {
@@ -83,13 +84,23 @@ def _expand(raw: list[RawEvent]) -> list[RawEvent]:
 
 
 class Typer:
-    """Typer turns generations into ordered, typed Events with their context."""
+    """Typer turns generations into ordered, typed Events with their context.
+
+    Each generation restates the coroutines, loops and open ranges alive at
+    its start (docs/format.md). As Go's trace reader, the Typer yields a
+    restated status only when it tells something new: for a resource first
+    seen there (a flight-recorder snapshot), or whose state it did not
+    know. So a whole trace reads the same however many generations it has.
+    """
 
     def __init__(self) -> None:
         # thread -> [loop, coroutine, coroutines it interrupted]: an eager
         # task's first step runs inside its creator's step, on its thread.
         self._ctx: dict[int, list[Any]] = {}
         self._loop: dict[int, LoopState] = {}
+        self._coro: dict[int, CoroState] = {}
+        self._labels: dict[tuple[int, int], str] = {}
+        self._open: set[tuple[Any, int, int]] = set()
         self._tasks: dict[int, tuple[int, str]] = {}  # id -> (parent, type)
         self.lost_events = 0
         handlers: dict[str, _Handler] = {
@@ -98,7 +109,7 @@ class Typer:
             "Label": self._label,
             "StackSample": self._sample,
             "RangeBegin": self._range(EventKind.RANGE_BEGIN),
-            "RangeActive": self._range(EventKind.RANGE_ACTIVE),
+            "RangeActive": self._range_active,
             "RangeEnd": self._range(EventKind.RANGE_END),
             "TaskBegin": self._task_begin,
             "TaskEnd": self._task_end,
@@ -112,6 +123,7 @@ class Typer:
             "CoroUnblock": self._coro_unblock,
             "CoroEnd": self._coro_end,
             "CoroStatus": self._coro_status,
+            "CoroWaiting": self._coro_waiting,
             "LoopStatus": self._loop_status,
             "LoopRun": self._loop_change(LoopState.RUNNING),
             "LoopIdle": self._loop_change(LoopState.IDLE),
@@ -143,7 +155,9 @@ class Typer:
             c = ctx.get(ev[1])
             if c is None:
                 c = ctx[ev[1]] = [NO_LOOP, NO_COROUTINE, []]
-            yield handlers[ev[2].name](ev, c)
+            out = handlers[ev[2].name](ev, c)
+            if out is not None:
+                yield out
 
     # Annotations and other events in the thread's context.
 
@@ -160,8 +174,12 @@ class Typer:
         d = Metric(LOST_METRIC, self.lost_events)
         return _new(Event, (EventKind.METRIC, ev[0], c[1], c[0], ev[1], NO_STACK, d))
 
-    def _label(self, ev: RawEvent, c: list[Any]) -> Event:
+    def _label(self, ev: RawEvent, c: list[Any]) -> Event | None:
         kind, rid, label = ev[3]
+        if kind in (_COROUTINE, _LOOP):
+            if self._labels.get((kind, rid)) == label:
+                return None
+            self._labels[kind, rid] = label
         d = Label(label, ResourceID(ResourceKind(kind), rid))
         return _new(Event, (EventKind.LABEL, ev[0], c[1], c[0], ev[1], NO_STACK, d))
 
@@ -171,10 +189,27 @@ class Typer:
             Event, (EventKind.STACK_SAMPLE, ev[0], coro, loop, thread, stack, None)
         )
 
-    @staticmethod
-    def _range(kind: EventKind) -> _Handler:
+    def _range_active(self, ev: RawEvent, c: list[Any]) -> Event | None:
+        name, scope_kind, scope_id = ev[3]
+        key = (name, scope_kind, scope_id)
+        if key in self._open:
+            return None
+        self._open.add(key)
+        d = Range(name, ResourceID(ResourceKind(scope_kind), scope_id))
+        return _new(
+            Event, (EventKind.RANGE_ACTIVE, ev[0], c[1], c[0], ev[1], NO_STACK, d)
+        )
+
+    def _range(self, kind: EventKind) -> _Handler:
+        opened = self._open
+        begin = kind is EventKind.RANGE_BEGIN
+
         def handle(ev: RawEvent, c: list[Any]) -> Event:
             name, scope_kind, scope_id, *rest = ev[3]
+            if begin:
+                opened.add((name, scope_kind, scope_id))
+            else:
+                opened.discard((name, scope_kind, scope_id))
             d = Range(name, ResourceID(ResourceKind(scope_kind), scope_id))
             stack = rest[0] if rest else NO_STACK
             return _new(Event, (kind, ev[0], c[1], c[0], ev[1], stack, d))
@@ -211,12 +246,14 @@ class Typer:
 
     def _coro_create(self, ev: RawEvent, c: list[Any]) -> Event:
         coro, stack = ev[3]
+        self._coro[coro] = _RUNNABLE
         r = _new(ResourceID, (_COROUTINE, coro))
         d = _new(StateTransition, (r, "", NO_STACK, _NOT_EXIST, _RUNNABLE))
         return _new(Event, (_ST, ev[0], c[1], c[0], ev[1], stack, d))
 
     def _coro_start(self, ev: RawEvent, c: list[Any]) -> Event:
         coro = ev[3][0]
+        self._coro[coro] = _RUNNING
         r = _new(ResourceID, (_COROUTINE, coro))
         d = _new(StateTransition, (r, "", NO_STACK, _RUNNABLE, _RUNNING))
         out = _new(Event, (_ST, ev[0], c[1], c[0], ev[1], NO_STACK, d))
@@ -225,6 +262,7 @@ class Typer:
 
     def _coro_block(self, ev: RawEvent, c: list[Any]) -> Event:
         coro, reason, stack = ev[3]
+        self._coro[coro] = _WAITING
         r = _new(ResourceID, (_COROUTINE, coro))
         d = _new(StateTransition, (r, reason, stack, _RUNNING, _WAITING))
         out = _new(Event, (_ST, ev[0], c[1], c[0], ev[1], stack, d))
@@ -234,6 +272,7 @@ class Typer:
 
     def _coro_yield(self, ev: RawEvent, c: list[Any]) -> Event:
         coro, stack = ev[3]
+        self._coro[coro] = _RUNNABLE
         r = _new(ResourceID, (_COROUTINE, coro))
         d = _new(StateTransition, (r, "yield", stack, _RUNNING, _RUNNABLE))
         out = _new(Event, (_ST, ev[0], c[1], c[0], ev[1], stack, d))
@@ -243,6 +282,8 @@ class Typer:
 
     def _coro_end(self, ev: RawEvent, c: list[Any]) -> Event:
         coro, reason = ev[3]
+        self._coro.pop(coro, None)
+        self._labels.pop((_COROUTINE, coro), None)
         r = _new(ResourceID, (_COROUTINE, coro))
         d = _new(StateTransition, (r, reason, NO_STACK, _RUNNING, _NOT_EXIST))
         out = _new(Event, (_ST, ev[0], c[1], c[0], ev[1], NO_STACK, d))
@@ -252,25 +293,44 @@ class Typer:
 
     def _coro_unblock(self, ev: RawEvent, c: list[Any]) -> Event:
         coro, reason = ev[3]
+        self._coro[coro] = _RUNNABLE
         r = _new(ResourceID, (_COROUTINE, coro))
         d = _new(StateTransition, (r, reason, NO_STACK, _WAITING, _RUNNABLE))
         return _new(Event, (_ST, ev[0], c[1], c[0], ev[1], NO_STACK, d))
 
-    def _coro_status(self, ev: RawEvent, c: list[Any]) -> Event:
+    def _coro_status(self, ev: RawEvent, c: list[Any]) -> Event | None:
         coro, state = ev[3]
         new = CoroState(state)
+        if self._coro.get(coro) is new:
+            return None  # restated: nothing new
+        if new is _NOT_EXIST:
+            self._coro.pop(coro, None)
+        else:
+            self._coro[coro] = new
         r = ResourceID(_COROUTINE, coro)
         d = StateTransition(r, "", NO_STACK, CoroState.UNDETERMINED, new)
         out = _new(Event, (_ST, ev[0], c[1], c[0], ev[1], NO_STACK, d))
-        if new is _RUNNING:
+        if new is _RUNNING and c[1] != coro:  # a generation restates it
             _enter(c, coro)
         return out
 
+    def _coro_waiting(self, ev: RawEvent, c: list[Any]) -> Event | None:
+        coro, reason, stack = ev[3]
+        if self._coro.get(coro) is _WAITING:
+            return None  # restated: nothing new
+        self._coro[coro] = _WAITING
+        r = ResourceID(_COROUTINE, coro)
+        d = StateTransition(r, reason, stack, CoroState.UNDETERMINED, _WAITING)
+        return _new(Event, (_ST, ev[0], c[1], c[0], ev[1], stack, d))
+
     # Loop transitions; the thread's loop is the last one it ran.
 
-    def _loop_status(self, ev: RawEvent, c: list[Any]) -> Event:
+    def _loop_status(self, ev: RawEvent, c: list[Any]) -> Event | None:
         loop, state = ev[3]
         new = LoopState(state)
+        if self._loop.get(loop) is new:
+            c[0] = loop  # restated: nothing new, but it sets the context
+            return None
         self._loop[loop] = new
         d = StateTransition(
             ResourceID(_LOOP, loop), "", NO_STACK, LoopState.UNDETERMINED, new

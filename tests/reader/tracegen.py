@@ -46,9 +46,13 @@ STACK_B = (("worker", "jobs.py", 7),)
 
 
 def sample_generation(g: int) -> list[Batch]:
-    """One of every event type, on a loop thread and a worker thread."""
+    """One of every event type, on a loop thread and a worker thread.
+
+    Each generation has its own loop, coroutine 3, label and active range:
+    a reader does not yield a status that restates what it already knows.
+    """
     t = itertools.count(1_000_000_000 * (g + 1) + 1_000, 1_500)
-    loop, main, worker = 1, 100, 101
+    loop, main, worker = 1 + g, 100, 101
     c = C
     main_events: list[tuple[Any, ...]] = [
         (c["LoopStatus"], next(t), loop, LoopState.IDLE),
@@ -69,14 +73,14 @@ def sample_generation(g: int) -> list[Batch]:
         (c["CoroEnd"], next(t), 1, "returned"),
         (c["Metric"], next(t), "/loop/lag:seconds", 0.25),
         (c["Metric"], next(t), "/coroutines/alive:coroutines", 1),
-        (c["Label"], next(t), ResourceKind.COROUTINE, 2, "worker-task"),
-        (c["CoroStatus"], next(t), 3, CoroState.WAITING),
+        (c["Label"], next(t), ResourceKind.COROUTINE, 2, f"worker-task {g}"),
+        (c["CoroStatus"], next(t), 3 + g, CoroState.WAITING),
         (c["RangeBegin"], next(t), "loop stall", ResourceKind.LOOP, loop, STACK_A),
         (c["RangeEnd"], next(t), "loop stall", ResourceKind.LOOP, loop, None),
         (c["LoopIdle"], next(t), loop),
     ]
     worker_events: list[tuple[Any, ...]] = [
-        (c["RangeActive"], next(t), "GC", ResourceKind.NONE, 0),
+        (c["RangeActive"], next(t), f"GC {g}", ResourceKind.NONE, 0),
         (c["StackSample"], next(t), main, loop, 1, STACK_B),
         (c["Log"], next(t), 0, "grinder", "beans ground", STACK_B),
         (c["EventsLost"], next(t), 3),
