@@ -1,0 +1,212 @@
+"""The HTML report: one self-contained page, written in one pass over a trace."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from typing import IO, Any, TextIO
+
+from ..reader import Event, Reader
+from ._source import Source
+from ._timeline import TimelineBuilder
+
+MAX_STALLS = 500
+MAX_COROUTINE_GROUPS = 1000
+MAX_STACKS_PER_STALL = 10
+HISTOGRAM_BUCKETS = 12
+_PLACEHOLDER = '"__AIOTRACE_DATA__"'
+
+
+@dataclass
+class ReportResult:
+    """ReportResult says what a report holds.
+
+    Attributes:
+        events: trace events read.
+        truncated: the reader's error text for a trace cut short, or None.
+        timeline_resolution_ns: 0 if the timeline holds every span, else
+            the gap below which spans of one kind were merged to fit.
+        coroutines_left_out: coroutines without a row of their own.
+    """
+
+    events: int
+    truncated: str | None
+    timeline_resolution_ns: int
+    coroutines_left_out: int
+
+
+def _events(source: Source) -> tuple[Iterable[Event], IO[bytes] | None]:
+    if isinstance(source, str | os.PathLike):
+        f = open(source, "rb")  # noqa: SIM115
+        return Reader(f), f
+    if callable(getattr(source, "read", None)):
+        return Reader(source), None  # type: ignore[arg-type]
+    return source, None  # type: ignore[return-value]
+
+
+def build_report_data(
+    source: Source,
+    *,
+    title: str = "",
+    max_spans: int = 250_000,
+    max_coroutines: int = 200,
+) -> dict[str, Any]:
+    """Reads a trace once and returns the report's data, JSON-able.
+
+    Raises:
+        reader.TraceError: the trace is malformed (a truncated trace is
+            reported, not raised).
+        OSError: the trace cannot be read.
+    """
+    from ..analysis import analyze
+
+    timeline = TimelineBuilder(max_spans=max_spans, max_coroutines=max_coroutines)
+    events, f = _events(source)
+
+    def feed() -> Iterator[Event]:
+        for ev in events:
+            timeline(ev)
+            yield ev
+
+    try:
+        s = analyze(feed())
+    finally:
+        if f is not None:
+            f.close()
+    origin = timeline.origin if timeline.origin is not None else s.start_ns
+
+    def dist(name: str, d: Any) -> dict[str, Any]:
+        return {
+            "name": name,
+            "count": d.count,
+            "unfinished": d.unfinished,
+            "min_ns": d.min_ns,
+            "max_ns": d.max_ns,
+            "mean_ns": round(d.mean_ns),
+            "p50_ns": d.p50,
+            "p90_ns": d.p90,
+            "p99_ns": d.p99,
+            "total_ns": d.total_ns,
+            "histogram": [list(b) for b in d.histogram(buckets=HISTOGRAM_BUCKETS)]
+            if d.count
+            else [],
+        }
+
+    stalls = []
+    for st in s.stalls[:MAX_STALLS]:
+        folded = st.folded()
+        stalls.append(
+            {
+                "loop": st.loop,
+                "thread": st.thread,
+                "start_ns": st.start_ns - origin,
+                "duration_ns": st.duration_ns,
+                "coroutine": st.coroutine,
+                "coroutine_name": st.coroutine_name,
+                "ended": st.ended,
+                "began": st.began,
+                "samples": len(st.samples),
+                "stacks": [
+                    {"count": n, "frames": [list(fr) for fr in stack.frames]}
+                    for stack, n in folded[:MAX_STACKS_PER_STALL]
+                ],
+                "stacks_left_out": max(0, len(folded) - MAX_STACKS_PER_STALL),
+            }
+        )
+    return {
+        "title": title,
+        "duration_ns": s.duration_ns,
+        "events": s.events,
+        "lost_events": s.lost_events,
+        "truncated": s.truncated,
+        "timeline": timeline.finish(),
+        "tasks": [dist(k, d) for k, d in sorted(s.tasks.items())],
+        "regions": [dist(k, d) for k, d in sorted(s.regions.items())],
+        "coroutines": [g.to_dict() for g in s.coroutines[:MAX_COROUTINE_GROUPS]],
+        "coroutine_groups_left_out": max(0, len(s.coroutines) - MAX_COROUTINE_GROUPS),
+        "loops": [u.to_dict() for u in s.loops],
+        "stalls": stalls,
+        "stalls_left_out": max(0, len(s.stalls) - MAX_STALLS),
+    }
+
+
+def render_report(data: dict[str, Any]) -> str:
+    """Returns the report page for ``build_report_data``'s result."""
+    template = resources.files(__package__).joinpath("_report.html").read_text("utf-8")
+    # Inside <script>, "</" could end the element: escape every "<".
+    payload = json.dumps(
+        _delta_encoded(data), separators=(",", ":"), ensure_ascii=False
+    ).replace("<", "\\u003c")
+    page = template.replace(_PLACEHOLDER, payload, 1)
+    return page.replace("__AIOTRACE_TITLE__", html.escape(data["title"] or "trace"))
+
+
+def _delta_encoded(data: dict[str, Any]) -> dict[str, Any]:
+    """The data with each row's spans as (start - previous start, duration, ...).
+
+    Small numbers make the page about half the size; the page decodes them.
+    """
+    rows = []
+    for row in data["timeline"]["rows"]:
+        spans = row["spans"]
+        enc = spans[:]
+        prev = 0
+        for i in range(0, len(spans), 5):
+            start = spans[i]
+            enc[i] = start - prev
+            enc[i + 1] = spans[i + 1] - start
+            prev = start
+        rows.append({**row, "spans": enc})
+    return {**data, "timeline": {**data["timeline"], "rows": rows}}
+
+
+def write_report(
+    source: Source,
+    out: str | os.PathLike[str] | TextIO,
+    *,
+    title: str = "",
+    max_spans: int = 250_000,
+    max_coroutines: int = 200,
+) -> ReportResult:
+    """Writes a self-contained HTML report of a trace, reading it once.
+
+    The page holds a zoomable timeline of loops, threads, user tasks and
+    coroutines, latency histograms per task type, the coroutine analysis
+    table, loop utilisation and the stalls with their stack samples. It
+    loads nothing from the network. Memory is bounded: the timeline keeps
+    at most ``max_spans`` spans (merging short ones when there are more)
+    and rows for the first ``max_coroutines`` coroutines; the page says
+    when it left something out.
+
+    Args:
+        source: a trace path, a binary file object, or an iterable of events.
+        out: the path to write, or a text file object.
+        title: the page's title (the trace's name).
+        max_spans: the most timeline spans the page embeds.
+        max_coroutines: the most coroutines given a timeline row.
+
+    Raises:
+        reader.TraceError: the trace is malformed (a truncated trace is
+            reported in the page and the result, not raised).
+        OSError: the source or the output cannot be opened.
+    """
+    data = build_report_data(
+        source, title=title, max_spans=max_spans, max_coroutines=max_coroutines
+    )
+    page = render_report(data)
+    if isinstance(out, str | os.PathLike):
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(page)
+    else:
+        out.write(page)
+    tl = data["timeline"]
+    return ReportResult(
+        data["events"],
+        data["truncated"],
+        tl["resolution_ns"],
+        tl["coroutines_left_out"],
+    )
