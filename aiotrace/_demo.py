@@ -1,4 +1,19 @@
-"""The built-in program that ``aiotrace demo`` traces: a small coffee bar."""
+"""The built-in program that ``aiotrace demo`` traces: a small coffee bar.
+
+Each order is a user task (``aiotrace.new_task("order")``). Its barista
+grinds the beans in a worker thread (``asyncio.to_thread``; the task and
+its ``grindBeans`` region follow into the thread), then pulls the shot and
+steams the milk in two child coroutines at once: the order's task follows
+them too. There is one espresso machine, an ``asyncio.Lock``, so baristas
+queue for it (coroutines blocked with reason ``lock``). Finished drinks go
+on the counter, an ``asyncio.Queue`` the waiter takes them from (the waiter
+blocks with reason ``queue``). For the last drink the waiter prints a
+receipt on a printer that blocks the event loop for 150 ms: the one loop
+stall of the trace, sampled in ``_blocking_receipt_printer``.
+
+It runs in a quarter of a second, and with tracing off it is an ordinary
+asyncio program.
+"""
 
 from __future__ import annotations
 
@@ -9,28 +24,66 @@ from ._annotate import log, logf
 from ._region import region
 from ._task import new_task
 
+RECEIPT_PRINTER_SECONDS = 0.15
+"""How long the receipt printer blocks the loop: over the 0.1 s stall threshold."""
+
 
 def _grind(order: int) -> None:
+    """Grinds one order's beans; runs in a worker thread."""
     with region("grindBeans"):
-        time.sleep(0.002)
+        time.sleep(0.005)
         logf("grinder", "order %d: beans ground", order)
 
 
-async def _barista(order: int, queue: asyncio.Queue[int]) -> None:
+async def _pull_shot(machine: asyncio.Lock) -> None:
+    # One espresso machine: the other baristas wait for it (reason 'lock').
+    async with machine, region("pullShot"):
+        await asyncio.sleep(0.01)
+
+
+async def _steam_milk(order: int) -> None:
+    async with region("steamMilk"):
+        await asyncio.sleep(0.004 * order)
+
+
+async def _barista(
+    order: int, machine: asyncio.Lock, counter: asyncio.Queue[int]
+) -> None:
     async with new_task("order"):
         log("barista", f"order {order}: start")
         await asyncio.to_thread(_grind, order)
-        async with region("steamMilk"):
-            await asyncio.sleep(0.001 * order)
-        await queue.put(order)
-        log("barista", f"order {order}: served")
+        async with asyncio.TaskGroup() as tg:  # shot and milk at once
+            tg.create_task(_pull_shot(machine))
+            tg.create_task(_steam_milk(order))
+        await counter.put(order)
+        log("barista", f"order {order}: on the counter")
+
+
+def _blocking_receipt_printer(order: int) -> None:
+    """Prints a receipt, badly: a blocking call on the event loop's thread."""
+    time.sleep(RECEIPT_PRINTER_SECONDS)  # the planted stall: no await, no thread
+    logf("cafe", "order %d: receipt printed", order)
+
+
+async def _waiter(counter: asyncio.Queue[int], orders: int) -> list[int]:
+    served = []
+    for n in range(orders):
+        order = await counter.get()  # waits for the next drink
+        async with new_task("serve"):
+            if n == orders - 1:
+                _blocking_receipt_printer(order)
+            await asyncio.sleep(0.001)
+            served.append(order)
+    return served
 
 
 async def main(orders: int = 4) -> None:
-    """Serves ``orders`` coffees concurrently, each a task with regions."""
-    queue: asyncio.Queue[int] = asyncio.Queue()
+    """Serves ``orders`` coffees concurrently, as described above."""
+    machine = asyncio.Lock()
+    counter: asyncio.Queue[int] = asyncio.Queue(maxsize=1)
     async with asyncio.TaskGroup() as tg:
+        waiter = tg.create_task(_waiter(counter, orders))
         for order in range(1, orders + 1):
-            tg.create_task(_barista(order, queue))
-    served = [queue.get_nowait() for _ in range(orders)]
+            tg.create_task(_barista(order, machine, counter))
+    served = waiter.result()
     logf("cafe", "served %d orders: %s", len(served), served)

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import aiotrace
-from aiotrace.reader import EventKind, read_events, validate
+from aiotrace import analysis
+from aiotrace.reader import (
+    NO_COROUTINE,
+    NO_LOOP,
+    CoroState,
+    EventKind,
+    read_events,
+    validate,
+)
 
 TESTDATA = Path(__file__).resolve().parent / "testdata"
 
@@ -25,25 +34,107 @@ def _aiotrace(
     )
 
 
-def test_demo_writes_a_trace_and_prints_its_first_events(tmp_path: Path) -> None:
-    """`aiotrace demo -o DIR` traces its program into DIR/demo.trace, says
-    where, and prints the first events of its dump; the trace reads back with
-    the demo's logs from the loop thread and from worker threads."""
-    proc = _aiotrace("demo", "-o", str(tmp_path), "-n", "5")
+def _demo_stall_line() -> int:
+    """The line of the demo's planted blocking call, read from its source."""
+    source = Path(aiotrace.__file__).with_name("_demo.py").read_text().splitlines()
+    (line,) = [
+        i
+        for i, text in enumerate(source, 1)
+        if "time.sleep(RECEIPT_PRINTER_SECONDS)" in text
+    ]
+    return line
+
+
+def test_demo_writes_a_trace_that_shows_what_it_promises(tmp_path: Path) -> None:
+    """`aiotrace demo -o DIR` traces its coffee bar into DIR/demo.trace: a
+    valid trace with coroutines blocked on a lock and on a queue, user tasks
+    that span several coroutines and a worker thread, the demo's logs, and
+    exactly one loop stall whose samples name the planted blocking line."""
+    out = tmp_path / "new" / "dir"
+    proc = _aiotrace("demo", "-o", str(out))
     assert proc.returncode == 0, proc.stderr
-    trace = tmp_path / "demo.trace"
-    assert str(trace) in proc.stdout
-    dump_lines = [ln for ln in proc.stdout.splitlines() if ln[:1].isdigit()]
-    assert len(dump_lines) == 5
-    assert " SYNC " in dump_lines[0]
-    events = read_events(trace)
+    events = read_events(out / "demo.trace")
     assert validate(events) == []
-    logs = [ev for ev in events if ev.kind is EventKind.LOG]
-    categories = {ev.log.category for ev in logs}
+
+    reasons = {
+        ev.state_transition.reason
+        for ev in events
+        if ev.kind is EventKind.STATE_TRANSITION
+        and ev.state_transition.new is CoroState.WAITING
+    }
+    assert {"lock", "queue", "executor"} <= reasons
+
+    orders = {
+        ev.task.id
+        for ev in events
+        if ev.kind is EventKind.TASK_BEGIN and ev.task.type == "order"
+    }
+    assert len(orders) == 4
+    loop_threads = {ev.thread for ev in events if ev.loop != NO_LOOP}
+    for order in orders:
+        inside = [
+            ev
+            for ev in events
+            if (ev.kind in (EventKind.REGION_BEGIN, EventKind.LOG))
+            and (ev.region.task if ev.kind is EventKind.REGION_BEGIN else ev.log.task)
+            == order
+        ]
+        coroutines = {ev.coroutine for ev in inside if ev.coroutine != NO_COROUTINE}
+        worker_threads = {ev.thread for ev in inside} - loop_threads
+        assert len(coroutines) >= 3, f"order task {order} on {coroutines}"
+        assert len(worker_threads) == 1, f"order task {order} on {worker_threads}"
+
+    categories = {ev.log.category for ev in events if ev.kind is EventKind.LOG}
     assert {"barista", "grinder", "cafe"} <= categories
-    grinder_threads = {ev.thread for ev in logs if ev.log.category == "grinder"}
-    barista_threads = {ev.thread for ev in logs if ev.log.category == "barista"}
-    assert grinder_threads.isdisjoint(barista_threads)
+
+    stalls = [
+        ev
+        for ev in events
+        if ev.kind is EventKind.RANGE_BEGIN and ev.range.name == "loop stall"
+    ]
+    assert len(stalls) == 1
+    # The watchdog samples while the stall lasts; a sample may catch the
+    # line after the blocking call as it returns, never most of them.
+    innermost = Counter(
+        (
+            ev.stack.frames[0].func,
+            Path(ev.stack.frames[0].file).name,
+            ev.stack.frames[0].line,
+        )
+        for ev in events
+        if ev.kind is EventKind.STACK_SAMPLE
+    )
+    assert innermost.most_common(1)[0][0] == (
+        "_blocking_receipt_printer",
+        "_demo.py",
+        _demo_stall_line(),
+    ), innermost
+
+
+def test_demo_prints_where_the_files_are_and_the_summary(tmp_path: Path) -> None:
+    """The demo's output names its trace and report, both of which exist,
+    gives the stats summary with the stall, names the blocking function and
+    its line, and says how to go on (Perfetto export, tracing your own
+    program)."""
+    proc = _aiotrace("demo", "-o", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    trace, report = tmp_path / "demo.trace", tmp_path / "demo.html"
+    assert trace.is_file() and report.is_file()
+    assert str(trace) in proc.stdout and str(report) in proc.stdout
+    summary = analysis.analyze(trace)
+    assert analysis.format_summary(summary, top=5).strip() in proc.stdout
+    assert f"_blocking_receipt_printer (_demo.py:{_demo_stall_line()})" in proc.stdout
+    assert f"aiotrace export {trace}" in proc.stdout
+    assert "aiotrace run" in proc.stdout
+
+
+def test_demo_into_a_place_that_is_not_a_directory_says_so(tmp_path: Path) -> None:
+    """`-o` naming a file, not a directory: a message and status 1."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc = _aiotrace("demo", "-o", str(blocker / "sub"))
+    assert proc.returncode == 1
+    assert str(blocker / "sub") in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_dump_reads_stdin() -> None:

@@ -1,0 +1,580 @@
+"""`aiotrace run`: an unmodified program traced as `python` would run it.
+
+Each test writes a real program into a temporary directory and runs it in a
+subprocess twice where it matters, under `python` and under `aiotrace run`,
+and compares what the program saw and what the user saw.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from aiotrace.reader import (
+    CoroState,
+    Event,
+    EventKind,
+    ResourceKind,
+    TraceError,
+    read_events,
+    validate,
+)
+
+RUN = [sys.executable, "-m", "aiotrace", "run"]
+
+SHOW_ENV = """
+import json, sys
+print(json.dumps({
+    "argv": sys.argv,
+    "path0": sys.path[0],
+    "name": __name__,
+    "file": __file__,
+    "package": __package__,
+    "main_is_me": sys.modules["__main__"].__dict__ is globals(),
+}))
+"""
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def _run(
+    argv: list[str], cwd: Path, **kwargs: object
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        **kwargs,  # type: ignore[call-overload]
+    )
+
+
+def _summary_lines(stderr: str) -> list[str]:
+    """The lines of the summary: from its first `aiotrace:` line to the end."""
+    lines = stderr.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("aiotrace: trace written to "):
+            return lines[i:]
+    pytest.fail(f"no summary in stderr:\n{stderr}")
+
+
+def _valid_events(trace: Path) -> list[Event]:
+    events = read_events(trace)
+    assert validate(events) == []
+    return events
+
+
+def test_a_script_sees_what_python_gives_it(tmp_path: Path) -> None:
+    """The script runs as __main__ with python's argv, sys.path[0] (its own
+    directory), __file__ and stdout; options after the script name are the
+    script's, not aiotrace's."""
+    script = _write(tmp_path / "app" / "show.py", SHOW_ENV)
+    args = ["-o", "not-ours", "--stall-threshold", "x", "-m", "y", "--", "z"]
+    python = _run([sys.executable, "app/show.py", *args], tmp_path)
+    traced = _run([*RUN, "app/show.py", *args], tmp_path)
+    assert python.returncode == traced.returncode == 0, traced.stderr
+    assert traced.stdout == python.stdout
+    seen = json.loads(traced.stdout)
+    assert seen["argv"] == ["app/show.py", *args]
+    assert seen["path0"] == str(script.parent.resolve())
+    assert seen["name"] == "__main__" and seen["main_is_me"]
+    assert (tmp_path / "show.trace").exists()
+    assert not (tmp_path / "not-ours").exists()
+
+
+def test_a_module_runs_as_with_python_dash_m(tmp_path: Path) -> None:
+    """`aiotrace run -m pkg.tool args` runs a package's module as __main__
+    with python -m's argv, package (relative imports work) and sys.path[0]
+    (the current directory); everything after the module name is its."""
+    _write(tmp_path / "pkg" / "__init__.py", "")
+    _write(tmp_path / "pkg" / "helper.py", "WORD = 'relative import works'\n")
+    _write(
+        tmp_path / "pkg" / "tool.py",
+        SHOW_ENV + "from .helper import WORD\nprint(WORD)\n",
+    )
+    args = ["-o", "x", "-m", "q"]
+    python = _run([sys.executable, "-m", "pkg.tool", *args], tmp_path)
+    traced = _run([*RUN, "-m", "pkg.tool", *args], tmp_path)
+    assert python.returncode == traced.returncode == 0, traced.stderr
+    assert traced.stdout == python.stdout
+    seen = json.loads(traced.stdout.splitlines()[0])
+    assert seen["argv"] == [str(tmp_path.resolve() / "pkg" / "tool.py"), *args]
+    assert seen["package"] == "pkg" and seen["name"] == "__main__"
+    assert seen["path0"] == str(tmp_path.resolve())
+    assert (tmp_path / "pkg.tool.trace").exists()
+
+
+def test_a_package_runs_its_dunder_main(tmp_path: Path) -> None:
+    """`aiotrace run -m pkg` runs pkg/__main__.py, as python -m does."""
+    _write(tmp_path / "pkg" / "__init__.py", "")
+    _write(tmp_path / "pkg" / "__main__.py", SHOW_ENV)
+    python = _run([sys.executable, "-m", "pkg", "a"], tmp_path)
+    traced = _run([*RUN, "-o", "p.trace", "-m", "pkg", "a"], tmp_path)
+    assert python.returncode == traced.returncode == 0, traced.stderr
+    assert traced.stdout == python.stdout
+    _valid_events(tmp_path / "p.trace")
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [
+        "pass",
+        "sys.exit()",
+        "sys.exit(3)",
+        "sys.exit('the database is gone')",
+        "raise SystemExit(True)",
+        "raise ValueError('bad input')",
+        "raise KeyboardInterrupt",
+        "def f():\n    raise RuntimeError('inner') from KeyError('cause')\nf()",
+    ],
+)
+def test_exit_status_and_errors_are_python_s(tmp_path: Path, ending: str) -> None:
+    """Whatever way the program ends, `aiotrace run -q` exits with python's
+    status and prints exactly what python prints, tracebacks included, and
+    the trace is complete."""
+    _write(
+        tmp_path / "prog.py",
+        "import asyncio, sys\n"
+        "async def main():\n"
+        "    await asyncio.sleep(0)\n"
+        "asyncio.run(main())\n"
+        "print('ran')\n" + ending + "\n",
+    )
+    python = _run([sys.executable, "prog.py"], tmp_path)
+    traced = _run([*RUN, "-q", "prog.py"], tmp_path)
+    expected = 130 if "KeyboardInterrupt" in ending else python.returncode
+    assert traced.returncode == expected
+    assert traced.stdout == python.stdout == "ran\n"
+    assert traced.stderr == python.stderr
+    events = _valid_events(tmp_path / "prog.trace")
+    assert events
+
+
+def test_main_module_pickles_and_spawns_like_python_s(tmp_path: Path) -> None:
+    """Classes defined in the script pickle by reference to __main__, and a
+    spawned multiprocessing pool re-imports the script, as under python."""
+    _write(
+        tmp_path / "mp.py",
+        """
+        import multiprocessing, pickle
+
+        class Order:
+            pass
+
+        def square(x):
+            return x * x
+
+        if __name__ == "__main__":
+            print(type(pickle.loads(pickle.dumps(Order()))).__qualname__)
+            with multiprocessing.get_context("spawn").Pool(2) as pool:
+                print(pool.map(square, range(4)))
+        """,
+    )
+    python = _run([sys.executable, "mp.py"], tmp_path)
+    traced = _run([*RUN, "-q", "mp.py"], tmp_path)
+    assert traced.returncode == python.returncode == 0, traced.stderr
+    assert traced.stdout == python.stdout == "Order\n[0, 1, 4, 9]\n"
+
+
+def test_a_syntax_error_is_reported_as_python_does(tmp_path: Path) -> None:
+    """A script that does not compile gets python's message and status 1."""
+    _write(tmp_path / "bad.py", "print('fine')\ndef broken(:\n")
+    python = _run([sys.executable, "bad.py"], tmp_path)
+    traced = _run([*RUN, "-q", "bad.py"], tmp_path)
+    assert traced.returncode == python.returncode == 1
+    assert traced.stderr == python.stderr
+    assert "SyntaxError" in traced.stderr
+
+
+def test_the_summary_goes_to_stderr_and_names_the_file(tmp_path: Path) -> None:
+    """The summary is on stderr (stdout is the program's alone) and names
+    the trace file and its event count, which is the trace's."""
+    _write(tmp_path / "hello.py", "print('hello')\n")
+    traced = _run([*RUN, "-o", "out/h.trace", "hello.py"], tmp_path)
+    assert traced.returncode == 1  # out/ does not exist
+    assert "out/h.trace" in traced.stderr and "Traceback" not in traced.stderr
+    assert traced.stdout == ""
+    traced = _run([*RUN, "-o", "h.trace", "hello.py"], tmp_path)
+    assert traced.returncode == 0, traced.stderr
+    assert traced.stdout == "hello\n"
+    summary = _summary_lines(traced.stderr)
+    count = len(_valid_events(tmp_path / "h.trace"))
+    assert summary[0].startswith(
+        f"aiotrace: trace written to h.trace ({count:,} events"
+    )
+
+
+STALL_PROGRAM = """
+import asyncio, time
+import aiotrace
+
+def hog():
+    time.sleep(0.3)  # blocks the loop
+
+async def fetch(n):
+    async with aiotrace.new_task("fetch"):
+        await asyncio.sleep(0.01 * n)
+        if n == 2:
+            hog()
+
+async def main():
+    async with asyncio.TaskGroup() as tg:
+        for n in range(4):
+            tg.create_task(fetch(n))
+
+asyncio.run(main())
+"""
+
+
+def test_a_stall_shows_in_the_summary_with_its_line(tmp_path: Path) -> None:
+    """A step that blocks the loop is a stall in the trace, and the summary
+    names it with the blocking function's line and the coroutine, and lists
+    the program's task types."""
+    script = _write(tmp_path / "slow.py", STALL_PROGRAM)
+    traced = _run([*RUN, "slow.py"], tmp_path)
+    assert traced.returncode == 0, traced.stderr
+    summary = "\n".join(_summary_lines(traced.stderr))
+    line = (
+        script.read_text().splitlines().index("    time.sleep(0.3)  # blocks the loop")
+        + 1
+    )
+    assert "1 loop stall (threshold 0.1 s)" in summary
+    assert f"hog (slow.py:{line}) in coroutine fetch" in summary
+    assert "slowest task types" in summary and "  fetch: 4 done" in summary
+    events = _valid_events(tmp_path / "slow.trace")
+    stalls = [
+        ev
+        for ev in events
+        if ev.kind is EventKind.RANGE_BEGIN and ev.range.name == "loop stall"
+    ]
+    assert len(stalls) == 1
+
+
+@pytest.mark.parametrize("threshold", ["1", "off"])
+def test_stall_threshold_moves_or_turns_off_detection(
+    tmp_path: Path, threshold: str
+) -> None:
+    """`--stall-threshold 1` lets a 0.3 s step pass; `off` records no stalls
+    at all; the summary says which."""
+    _write(tmp_path / "slow.py", STALL_PROGRAM)
+    traced = _run([*RUN, "--stall-threshold", threshold, "slow.py"], tmp_path)
+    assert traced.returncode == 0, traced.stderr
+    summary = "\n".join(_summary_lines(traced.stderr))
+    if threshold == "off":
+        assert "stall detection was off" in summary
+    else:
+        assert "no loop stalls (threshold 1 s)" in summary
+    names = {
+        ev.range.name
+        for ev in _valid_events(tmp_path / "slow.trace")
+        if ev.kind is EventKind.RANGE_BEGIN
+    }
+    assert "loop stall" not in names
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "soon", "nan"])
+def test_a_bad_stall_threshold_is_a_usage_error(tmp_path: Path, bad: str) -> None:
+    """A threshold that is not a positive number of seconds is refused
+    before the program runs."""
+    _write(tmp_path / "p.py", "print('ran')\n")
+    traced = _run([*RUN, "--stall-threshold", bad, "p.py"], tmp_path)
+    assert traced.returncode == 2
+    assert "--stall-threshold" in traced.stderr and repr(bad) in traced.stderr
+    assert traced.stdout == ""
+
+
+def test_threads_and_their_loops_are_traced_to_the_end(tmp_path: Path) -> None:
+    """A program that runs a second event loop in a thread, and leaves a
+    non-daemon thread working after its main code returns, is traced whole:
+    both loops' coroutines are in the trace, and the late thread's log too,
+    since aiotrace waits for non-daemon threads as python does."""
+    _write(
+        tmp_path / "threads.py",
+        """
+        import asyncio, threading, time
+        import aiotrace
+
+        async def in_thread():
+            await asyncio.sleep(0.01)
+
+        async def in_main():
+            await asyncio.to_thread(lambda: None)
+
+        t = threading.Thread(target=asyncio.run, args=(in_thread(),))
+        t.start()
+        asyncio.run(in_main())
+        t.join()
+
+        def late():
+            time.sleep(0.2)
+            aiotrace.log("late", "after main returned")
+
+        threading.Thread(target=late).start()
+        print("main done")
+        """,
+    )
+    traced = _run([*RUN, "threads.py"], tmp_path)
+    assert traced.returncode == 0, traced.stderr
+    events = _valid_events(tmp_path / "threads.trace")
+    labels = {ev.label.label for ev in events if ev.kind is EventKind.LABEL}
+    assert {"in_thread", "in_main"} <= labels
+    loop_threads = {
+        ev.thread
+        for ev in events
+        if ev.kind is EventKind.STATE_TRANSITION
+        and ev.state_transition.resource.kind is ResourceKind.LOOP
+    }
+    assert len(loop_threads) == 2
+    late = [
+        ev for ev in events if ev.kind is EventKind.LOG and ev.log.category == "late"
+    ]
+    assert len(late) == 1
+
+
+def test_flight_keeps_only_the_last_seconds(tmp_path: Path) -> None:
+    """`--flight S` records with the flight recorder and writes, at exit, a
+    valid trace of only the last seconds or so: a log from the program's
+    start has been dropped, the one from its end is there."""
+    _write(
+        tmp_path / "long.py",
+        """
+        import time, aiotrace
+        aiotrace.log("marker", "early")
+        for i in range(150):
+            aiotrace.log("filler", "x" * 2000)
+            time.sleep(0.01)
+        aiotrace.log("marker", "late")
+        print("done")
+        """,
+    )
+    argv = ["--flight", "0.2", "--flight-max-mib", "0.0625", "long.py"]
+    traced = _run([*RUN, *argv], tmp_path)
+    assert traced.returncode == 0, traced.stderr
+    assert traced.stdout == "done\n"
+    assert traced.stderr.startswith(
+        "aiotrace: flight recorder: kept about the last 0.2 s"
+    )
+    events = _valid_events(tmp_path / "long.trace")
+    markers = [
+        ev.log.message
+        for ev in events
+        if ev.kind is EventKind.LOG and ev.log.category == "marker"
+    ]
+    assert markers == ["late"]
+    fillers = sum(
+        1 for ev in events if ev.kind is EventKind.LOG and ev.log.category == "filler"
+    )
+    assert 0 < fillers < 150
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--flight", "0", "p.py"], "'0' is not a positive number"),
+        (["--flight", "soon", "p.py"], "'soon' is not a positive number"),
+        (["--flight-max-mib", "8", "p.py"], "--flight-max-mib goes with --flight"),
+    ],
+)
+def test_bad_flight_options_are_usage_errors(
+    tmp_path: Path, argv: list[str], message: str
+) -> None:
+    """Flight options that make no sense are refused before the program runs."""
+    _write(tmp_path / "p.py", "print('ran')\n")
+    traced = _run([*RUN, *argv], tmp_path)
+    assert traced.returncode == 2
+    assert message in traced.stderr and "usage: aiotrace run" in traced.stderr
+    assert traced.stdout == ""
+    assert sorted(os.listdir(tmp_path)) == ["p.py"]
+
+
+def test_flight_to_a_bad_path_fails_before_the_program_runs(tmp_path: Path) -> None:
+    """With --flight the file is written at exit, but a path that cannot be
+    written is refused at once, before the program runs."""
+    _write(tmp_path / "p.py", "print('ran')\n")
+    traced = _run([*RUN, "--flight", "5", "-o", "no/dir/p.trace", "p.py"], tmp_path)
+    assert traced.returncode == 1
+    assert traced.stdout == ""
+    assert "no/dir/p.trace" in traced.stderr and "Traceback" not in traced.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs SIGINT")
+def test_ctrl_c_leaves_a_complete_trace_and_status_130(tmp_path: Path) -> None:
+    """Interrupting a running asyncio program (SIGINT, as Ctrl-C sends)
+    prints python's KeyboardInterrupt traceback, exits 130, and leaves a
+    complete trace in which the interrupted coroutine ended cancelled."""
+    _write(
+        tmp_path / "server.py",
+        """
+        import asyncio
+
+        async def serve():
+            # "serving" is printed once this step has ended and the coroutine
+            # waits, so the signal finds it waiting, as a server mostly is.
+            asyncio.get_running_loop().call_soon(print, "serving")
+            await asyncio.sleep(60)
+
+        asyncio.run(serve())
+        """,
+    )
+    proc = subprocess.Popen(
+        [*RUN, "server.py"],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "serving\n"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert "KeyboardInterrupt" in stderr
+    assert _summary_lines(stderr)[0].startswith(
+        "aiotrace: trace written to server.trace"
+    )
+    events = _valid_events(tmp_path / "server.trace")
+    ends = [
+        ev.state_transition.reason
+        for ev in events
+        if ev.kind is EventKind.STATE_TRANSITION
+        and ev.state_transition.new is CoroState.NOT_EXIST
+    ]
+    assert "cancelled" in ends
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs SIGTERM")
+def test_sigterm_finishes_the_trace_then_dies_of_it(tmp_path: Path) -> None:
+    """SIGTERM (as `timeout` or a process manager sends) to a program with
+    no handler of its own: aiotrace finishes the trace and says so, then the
+    process dies of SIGTERM, as under python (no `finally` runs)."""
+    _write(
+        tmp_path / "server.py",
+        """
+        import asyncio
+
+        async def serve():
+            try:
+                asyncio.get_running_loop().call_soon(print, "serving")
+                await asyncio.sleep(60)
+            finally:
+                print("cleaned up")
+
+        asyncio.run(serve())
+        """,
+    )
+    proc = subprocess.Popen(
+        [*RUN, "server.py"],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "serving\n"
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGTERM, stderr
+    assert stdout == ""
+    assert stderr == "aiotrace: terminated by SIGTERM; trace written to server.trace\n"
+    _valid_events(tmp_path / "server.trace")
+
+
+def test_a_program_s_own_sigterm_handler_is_kept(tmp_path: Path) -> None:
+    """A program that handles SIGTERM itself keeps its handler."""
+    _write(
+        tmp_path / "own.py",
+        """
+        import os, signal, sys
+        signal.signal(signal.SIGTERM, lambda *a: print("handled", flush=True))
+        os.kill(os.getpid(), signal.SIGTERM)
+        sys.exit(5)
+        """,
+    )
+    traced = _run([*RUN, "-q", "own.py"], tmp_path)
+    assert traced.returncode == 5, traced.stderr
+    assert traced.stdout == "handled\n"
+
+
+def test_a_missing_script_is_python_s_error_and_no_trace(tmp_path: Path) -> None:
+    """A script that does not exist: python's message, status 2, no file."""
+    python = _run([sys.executable, "nope.py"], tmp_path)
+    traced = _run([*RUN, "nope.py"], tmp_path)
+    assert traced.returncode == python.returncode == 2
+    assert "can't open file" in traced.stderr and "nope.py" in traced.stderr
+    assert "Traceback" not in traced.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_missing_module_is_one_line_and_status_1(tmp_path: Path) -> None:
+    """`-m` of a module that does not exist: one line naming it, status 1."""
+    traced = _run([*RUN, "-q", "-m", "no_such_module_here"], tmp_path)
+    assert traced.returncode == 1
+    assert traced.stderr == "aiotrace run: No module named no_such_module_here\n"
+
+
+def test_an_import_error_inside_the_module_is_a_traceback(tmp_path: Path) -> None:
+    """An ImportError raised by the module's own code is the program's
+    uncaught exception, printed with its traceback, not mistaken for a
+    missing module."""
+    _write(tmp_path / "imp.py", "import no_such_dependency_here\n")
+    python = _run([sys.executable, "-m", "imp"], tmp_path)
+    traced = _run([*RUN, "-q", "-m", "imp"], tmp_path)
+    assert traced.returncode == python.returncode == 1
+    assert "Traceback" in traced.stderr
+    assert traced.stderr.splitlines()[-1] == python.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("argv", [[], ["-o", "x.trace"], ["-m"]])
+def test_nothing_to_run_is_a_usage_error(tmp_path: Path, argv: list[str]) -> None:
+    """Without a script or module, `aiotrace run` prints its usage, status 2."""
+    traced = _run([*RUN, *argv], tmp_path)
+    assert traced.returncode == 2
+    assert "usage: aiotrace run" in traced.stderr
+
+
+def test_a_truncated_trace_is_still_summarised(tmp_path: Path) -> None:
+    """The traced program may cut its own trace short (here it stops tracing
+    and truncates the file); the summary says so instead of failing."""
+    _write(
+        tmp_path / "cut.py",
+        """
+        import os, aiotrace
+        for i in range(100):
+            aiotrace.log("x", str(i))
+        aiotrace.stop()
+        size = os.path.getsize("cut.trace")
+        with open("cut.trace", "r+b") as f:
+            f.truncate(size - 3)
+        """,
+    )
+    traced = _run([*RUN, "cut.py"], tmp_path)
+    assert traced.returncode == 0, traced.stderr
+    summary = "\n".join(_summary_lines(traced.stderr))
+    assert "truncated" in summary
+    with pytest.raises(TraceError):
+        read_events(tmp_path / "cut.trace")
