@@ -31,3 +31,13 @@ def _tracing_off() -> Iterator[None]:
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Runs each anyio test on asyncio and on trio."""
     return str(request.param)
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    # Our tests start traces of their own, which `pytest --aiotrace=DIR`
+    # cannot also trace: tell the plugin to leave them alone.
+    if config.pluginmanager.hasplugin("aiotrace"):
+        for item in items:
+            item.add_marker(pytest.mark.aiotrace(off=True))

@@ -288,17 +288,25 @@ def test_the_watchdog_exits_when_the_sink_fails() -> None:
         return [t for t in threading.enumerate() if t.name == "aiotrace-watchdog"]
 
     before = len(watchdogs())
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        tracer = aiotrace.start(Broken())
+    tracer = None
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tracer = aiotrace.start(Broken())
+            # The error is set before the writer thread issues the warning:
+            # wait for both, or a loaded machine loses the warning.
+            deadline = time.monotonic() + 10
+            while (tracer.error is None or not caught) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        assert tracer.error is not None
+        assert [w.category for w in caught] == [aiotrace.TracingWarning]
         deadline = time.monotonic() + 10
-        while tracer.error is None and time.monotonic() < deadline:
+        while len(watchdogs()) > before and time.monotonic() < deadline:
             time.sleep(0.01)
-    assert tracer.error is not None
-    assert [w.category for w in caught] == [aiotrace.TracingWarning]
-    deadline = time.monotonic() + 10
-    while len(watchdogs()) > before and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert len(watchdogs()) == before
-    with pytest.raises(aiotrace.TracingError):
-        aiotrace.stop()
+        assert len(watchdogs()) == before
+    finally:
+        # Collect the failed tracer even when an assertion failed, so the
+        # next test does not inherit it.
+        if tracer is not None:
+            with pytest.raises(aiotrace.TracingError):
+                aiotrace.stop()
