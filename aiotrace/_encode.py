@@ -7,6 +7,7 @@ be read on its own.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from types import CodeType
@@ -40,6 +41,38 @@ def line_of(code: CodeType, lasti: object) -> int:
         if start <= lasti < end:
             return line or 0
     return code.co_firstlineno
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_MACHINERY = (
+    _PACKAGE + "_loop" + os.sep,
+    _PACKAGE + "_cli" + os.sep,
+    _PACKAGE + "_run.py",
+    _PACKAGE + "__main__.py",
+)
+_RUNNER = (_PACKAGE + "_cli" + os.sep, _PACKAGE + "_run.py", _PACKAGE + "__main__.py")
+
+
+def _is_runpy(filename: str) -> bool:
+    return filename == "<frozen runpy>" or filename.endswith(os.sep + "runpy.py")
+
+
+def _user_frames(stack: Any) -> list[Any]:
+    """The frames of ``stack`` without aiotrace's own machinery: the hooks
+    wrapped around the event loop's methods, and the frames of ``aiotrace
+    run`` and ``python -m aiotrace`` (with the runpy frames they ran the
+    program through), so a stack reads as it would without the tracer. A
+    stack of nothing but machinery is kept whole."""
+    frames = list(stack)
+    files = [fr[0].co_filename if isinstance(fr[0], CodeType) else "" for fr in frames]
+    hidden = [f.startswith(_MACHINERY) for f in files]
+    if not any(hidden):
+        return frames
+    if any(f.startswith(_RUNNER) for f in files):
+        hidden = [h or _is_runpy(f) for h, f in zip(hidden, files, strict=True)]
+    if all(hidden):
+        return frames
+    return [fr for fr, h in zip(frames, hidden, strict=True) if not h]
 
 
 def _to_str(value: object) -> str:
@@ -131,7 +164,7 @@ class Encoder:
         kid = self._stacks.get(key)
         if kid is None:
             flat: list[Any] = []
-            for fr in stack:
+            for fr in _user_frames(stack):
                 if isinstance(fr[0], CodeType):
                     co: CodeType = fr[0]
                     flat += (

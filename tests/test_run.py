@@ -263,6 +263,28 @@ def test_a_stall_shows_in_the_summary_with_its_line(tmp_path: Path) -> None:
     assert len(stalls) == 1
 
 
+def test_stacks_read_as_under_python_without_the_runner_s_frames(
+    tmp_path: Path,
+) -> None:
+    """The stall's samples go from the blocking line out to the script's
+    `<module>`, as a traceback under `python` would: no frame of aiotrace's
+    hooks or runner, and none of runpy's."""
+    script = _write(tmp_path / "slow.py", STALL_PROGRAM)
+    traced = _run([*RUN, "slow.py"], tmp_path)
+    assert traced.returncode == 0, traced.stderr
+    events = _valid_events(tmp_path / "slow.trace")
+    samples = [ev for ev in events if ev.kind is EventKind.STACK_SAMPLE]
+    assert samples
+    package = str(Path(__import__("aiotrace").__file__).parent)
+    for ev in samples:
+        frames = ev.stack.frames
+        assert frames[0].func == "hog"
+        assert (frames[-1].func, frames[-1].file) == ("<module>", str(script))
+        for fr in frames:
+            assert not fr.file.startswith(package), fr
+            assert "runpy" not in fr.file, fr
+
+
 @pytest.mark.parametrize("threshold", ["1", "off"])
 def test_stall_threshold_moves_or_turns_off_detection(
     tmp_path: Path, threshold: str

@@ -88,8 +88,8 @@ def install(h: Hooks) -> None:
     trio_dir = os.path.dirname(str(trio.__file__)) + os.sep
     make = _instrument_class(trio)
 
-    def new_instrument() -> Any:
-        return make(h, reasons, trio_dir)
+    def new_instrument(guest: bool = False) -> Any:
+        return make(h, reasons, trio_dir, guest)
 
     try:
         trio.lowlevel.current_root_task()
@@ -120,12 +120,39 @@ def install(h: Hooks) -> None:
     run.__doc__ = orig_run.__doc__
     h.patch(trio, "run", run)
 
+    # Guest mode (anyio's pytest plugin runs trio tests this way): trio runs
+    # inside a host loop, on the host's thread.
+    orig_guest = trio.lowlevel.start_guest_run
+
+    def start_guest_run(*args: Any, **kwargs: Any) -> Any:
+        # Hosted by a running asyncio loop, whose hooks own this thread's
+        # heartbeat; another host (anyio's test runner) leaves it to trio.
+        aio = sys.modules.get("asyncio")
+        inst = new_instrument(guest=aio is not None and _hosted(aio))
+        kwargs["instruments"] = (*kwargs.get("instruments", ()), inst)
+        h.on_uninstall("trio instrument", lambda: setattr(inst, "active", False))
+        return orig_guest(*args, **kwargs)
+
+    start_guest_run.__wrapped__ = orig_guest  # type: ignore[attr-defined]
+    start_guest_run.__doc__ = orig_guest.__doc__
+    h.patch(trio.lowlevel, "start_guest_run", start_guest_run)
+
+
+def _hosted(asyncio: Any) -> bool:
+    return asyncio.events._get_running_loop() is not None
+
 
 def _instrument_class(trio: Any) -> Any:
     class _Instrument(trio.abc.Instrument):  # type: ignore[misc]
         """_Instrument records one trio run's tasks and its I/O waits."""
 
-        def __init__(self, h: Hooks, reasons: dict[Any, str], trio_dir: str) -> None:
+        def __init__(
+            self, h: Hooks, reasons: dict[Any, str], trio_dir: str, guest: bool
+        ) -> None:
+            # A guest run's steps run inside its host loop's callbacks, on
+            # the host's thread: the host's hooks own the thread's loop and
+            # heartbeat (a stall in a guest step is the host loop's stall).
+            self._guest = guest
             self.active = True
             self._h = h
             self._reasons = reasons
@@ -171,7 +198,8 @@ def _instrument_class(trio: Any) -> Any:
             try:
                 ts = self._state()
                 lid = self._lid = self._h.new_loop_id()
-                ts.loop = lid
+                if not self._guest:
+                    ts.loop = lid
                 now = clock()
                 ts.events.extend(
                     (
@@ -242,7 +270,9 @@ def _instrument_class(trio: Any) -> Any:
                 self._blocked.pop(cid, None)
                 ts.cur = cid
                 self._yielded = self._exited = False
-                ts.t0 = self._t0 = clock()
+                self._t0 = clock()
+                if not self._guest:
+                    ts.t0 = self._t0
             except Exception as exc:
                 self._guard("before_task_step", exc)
 
@@ -255,7 +285,9 @@ def _instrument_class(trio: Any) -> Any:
                 t0 = self._t0
                 if not t0:
                     return  # a step that began before tracing did
-                self._t0 = ts.t0 = 0
+                self._t0 = 0
+                if not self._guest:
+                    ts.t0 = 0
                 cid = ts.cur
                 ts.cur = 0
                 if cid and not self._exited:
@@ -265,7 +297,7 @@ def _instrument_class(trio: Any) -> Any:
                         reason = self._reason(task)
                         self._blocked[cid] = reason
                         ts.events.append((_RUN_BLOCK, t0, cid, t1 - t0, reason, None))
-                if t1 - t0 > self._h.stall_ns:
+                if t1 - t0 > self._h.stall_ns and not self._guest:
                     self._h.stall_end(ts, t0, t1)
             except Exception as exc:
                 self._guard("after_task_step", exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections import Counter
@@ -216,6 +217,53 @@ def test_anyio_on_trio(tmp_path: Path) -> None:
     assert blocks(events, w)[0] == "event"
     m = by_label(events, "main")
     assert "executor" in blocks(events, m)
+
+
+def test_trio_in_guest_mode_inside_asyncio(tmp_path: Path) -> None:
+    """A trio run hosted by an asyncio loop (`trio.lowlevel.start_guest_run`,
+    as anyio's pytest plugin runs trio tests) is traced: its tasks are
+    coroutines with their blocks, next to the host loop's."""
+    path = tmp_path / "guest.trace"
+
+    async def host() -> Any:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+        trio.lowlevel.start_guest_run(
+            trio_main,
+            run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+            done_callback=done.set_result,
+        )
+        return (await done).unwrap()
+
+    with aiotrace.tracing(path):
+        asyncio.run(host())
+    events = read_valid(path)
+    main = by_label(events, "trio_main")
+    child = by_label(events, "trio_child")
+    assert blocks(events, main)[:2] == ["queue", "gather"]
+    assert blocks(events, child)[0] == "sleep"
+    assert ends(events)[child] == "returned"
+    assert ends(events)[by_label(events, "trio_boom")] == "raised ValueError"
+    assert blocks(events, by_label(events, "host")) == ["future"]
+    loop_ids = {
+        ev.state_transition.resource.id
+        for ev in events
+        if ev.kind is EventKind.STATE_TRANSITION
+        and ev.state_transition.resource.kind is ResourceKind.LOOP
+    }
+    assert len(loop_ids) == 2  # the asyncio host and the trio guest
+    # The blocking call in the guest holds the host loop: one stall, on the
+    # host's loop, sampled at the trio task's line.
+    stalls = [
+        ev
+        for ev in events
+        if ev.kind is EventKind.RANGE_BEGIN and ev.range.name == "loop stall"
+    ]
+    assert len(stalls) == 1
+    samples = [ev for ev in events if ev.kind is EventKind.STACK_SAMPLE]
+    assert samples
+    top = samples[0].stack.frames[0]
+    assert (top.func, top.line, top.file) == ("trio_main", STALL_LINE, __file__)
 
 
 # uvloop
