@@ -21,8 +21,11 @@ BENCHMARKS = (
     "bench_annotate.py",
     "bench_encode.py",
     "bench_read.py",
+    "bench_analysis.py",
     "bench_sched.py",
     "bench_probe.py",
+    "bench_flight.py",
+    "bench_aiohttp.py",
 )
 
 

@@ -1,0 +1,162 @@
+"""The flight recorder behind a real aiohttp service: stalls caught, and
+its snapshot served by GET /debug/aiotrace/flight."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+import tracedapp
+from tracedapp import STALL, load, make_app, read, serve, tasks
+
+import aiotrace
+from aiotrace.contrib import aiohttp as aiotrace_aiohttp
+from aiotrace.reader import Event, EventKind, validate
+
+
+async def wait_for(cond: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Polls ``cond`` without blocking the loop; fails (never hangs)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def stall_of(events: list[Event]) -> tuple[Event, Event]:
+    """Returns the begin (or active) and end of the one loop stall."""
+    stall = [
+        ev
+        for ev in events
+        if ev.kind
+        in (EventKind.RANGE_BEGIN, EventKind.RANGE_ACTIVE, EventKind.RANGE_END)
+        and ev.range.name == "loop stall"
+    ]
+    kinds = [ev.kind for ev in stall]
+    assert EventKind.RANGE_END in kinds, f"no stall ended in {kinds}"
+    return stall[0], stall[kinds.index(EventKind.RANGE_END)]
+
+
+def check_stall(events: list[Event]) -> None:
+    """The snapshot holds the stall, samples naming the blocking line, and
+    the /stall request's task inside it."""
+    begin, end = stall_of(events)
+    assert end.time - begin.time >= STALL * 1e9 * 0.8
+    lines, first = inspect.getsourcelines(tracedapp.stall_line)
+    line = first + next(i for i, t in enumerate(lines) if "time.sleep" in t)
+    samples = [
+        ev
+        for ev in events
+        if ev.kind is EventKind.STACK_SAMPLE and begin.time <= ev.time <= end.time
+    ]
+    assert samples
+    for sample in samples:
+        top = sample.stack.frames[0]
+        assert (top.func, top.line) == ("stall_line", line)
+        assert top.file == tracedapp.__file__
+    (task,) = [
+        t for t in tasks(events).values() if t["logs"].get("http.path") == ["/stall"]
+    ]
+    # The stall is the loop's whole step, which runs the request's task.
+    task_begin, task_end = task["begin"][0].time, task["end"][0].time
+    assert begin.time <= task_begin < task_end <= end.time
+    assert task_end - task_begin >= STALL * 1e9
+
+
+@pytest.mark.asyncio
+async def test_a_stalling_request_is_caught_in_the_flight_recorder(
+    tmp_path: Path,
+) -> None:
+    """Under real load, a request that blocks the loop makes the flight
+    recorder dump: the dump reads back valid with the stall, the samples
+    naming the blocking line, the stalling request's task, and the load's
+    requests as tasks; GET /debug/aiotrace/flight serves the same."""
+    recorder = aiotrace.FlightRecorder(
+        max_bytes=4 << 20,
+        min_age=5,
+        on_stall=tmp_path / "stall-{n}.trace",
+        on_stall_interval=3600,
+    )
+    app = make_app()
+    aiotrace_aiohttp.add_debug_routes(app, flight_recorder=recorder)
+    async with serve(app) as url, aiohttp.ClientSession() as session:
+        recorder.start()
+        try:
+            urls = [f"{url}/fast"] * 1000
+            urls.insert(500, f"{url}/stall")
+            await load(session, urls, concurrency=20)
+            await wait_for(lambda: len(recorder.stall_dumps) == 1, "a stall dump")
+            async with session.get(f"{url}/debug/aiotrace/flight") as resp:
+                assert resp.status == 200
+                assert resp.headers["Content-Type"] == "application/octet-stream"
+                assert "aiotrace-flight-" in resp.headers["Content-Disposition"]
+                served = await resp.read()
+        finally:
+            recorder.stop()
+    dumped = read(Path(recorder.stall_dumps[0]))
+    assert validate(dumped) == []
+    check_stall(dumped)
+    assert len(tasks(dumped, "http.request")) > 100
+    events = read(served)
+    assert validate(events) == []
+    check_stall(events)
+
+
+@pytest.mark.asyncio
+async def test_flight_recorder_never_started() -> None:
+    """/flight with a recorder that never ran is a 503 that says so."""
+    app = make_app()
+    aiotrace_aiohttp.add_debug_routes(app, flight_recorder=aiotrace.FlightRecorder())
+    async with (
+        serve(app) as url,
+        aiohttp.ClientSession() as session,
+        session.get(f"{url}/debug/aiotrace/flight") as resp,
+    ):
+        assert resp.status == 503
+        assert "never started" in await resp.text()
+
+
+@pytest.mark.asyncio
+async def test_live_trace_alongside_the_flight_recorder() -> None:
+    """With a flight recorder running, /trace still streams a valid trace,
+    and the recorder keeps running after it."""
+    recorder = aiotrace.FlightRecorder()
+    app = make_app()
+    aiotrace_aiohttp.add_debug_routes(app, flight_recorder=recorder)
+    async with serve(app) as url, aiohttp.ClientSession() as session:
+        recorder.start()
+        try:
+            async with session.get(f"{url}/debug/aiotrace/trace?seconds=0.3") as resp:
+                assert resp.status == 200
+                events = read(await resp.read())
+            assert recorder.enabled
+            async with session.get(f"{url}/debug/aiotrace/flight") as resp:
+                assert resp.status == 200
+                assert validate(read(await resp.read())) == []
+        finally:
+            recorder.stop()
+    assert validate(events) == []
+    assert any(e.kind is EventKind.STATE_TRANSITION for e in events)
+
+
+@pytest.mark.asyncio
+async def test_live_trace_refused_beside_a_recorder_with_other_options() -> None:
+    """A live trace must record with the running recorder's options: beside
+    one with another stall threshold, /trace is a 409 that names it."""
+    recorder = aiotrace.FlightRecorder(stall_threshold=0.5)
+    app = make_app()
+    aiotrace_aiohttp.add_debug_routes(app, flight_recorder=recorder)
+    async with serve(app) as url, aiohttp.ClientSession() as session:
+        recorder.start()
+        try:
+            async with session.get(f"{url}/debug/aiotrace/trace?seconds=0.1") as resp:
+                assert resp.status == 409
+                assert "stall_threshold" in await resp.text()
+            assert recorder.enabled
+        finally:
+            recorder.stop()
