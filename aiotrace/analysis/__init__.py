@@ -6,7 +6,9 @@ type with latency distributions, coroutines grouped by coroutine function
 with execution, scheduler wait and block time by reason, loop utilisation,
 stalls with their folded stack samples, and lost events. This is
 ``go tool trace``'s goroutine analysis, task and region latencies and
-blocking profiles, for asyncio. Importing ``aiotrace`` does not import it.
+blocking profiles, for asyncio. ``profile(source, kind)`` gives block,
+scheduler-latency, execution and stall time by stack (folded stacks for
+flame graphs, or a text top table). Importing ``aiotrace`` does not import it.
 """
 
 from ._coro import CoroGroup as CoroGroup
@@ -15,6 +17,10 @@ from ._format import format_duration as format_duration
 from ._format import format_stalls as format_stalls
 from ._format import format_summary as format_summary
 from ._loops import LoopUsage as LoopUsage
+from ._profile import Profile as Profile
+from ._profile import ProfileStack as ProfileStack
+from ._profile import format_profile as format_profile
+from ._profile import profile as profile
 from ._stalls import Stall as Stall
 from ._summary import Summary as Summary
 from ._summary import analyze as analyze
@@ -23,10 +29,14 @@ __all__ = (
     "CoroGroup",
     "Distribution",
     "LoopUsage",
+    "Profile",
+    "ProfileStack",
     "Stall",
     "Summary",
     "analyze",
     "format_duration",
+    "format_profile",
     "format_stalls",
     "format_summary",
+    "profile",
 )

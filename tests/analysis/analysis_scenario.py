@@ -116,7 +116,9 @@ def trace(path: str, eager: bool = False) -> dict[str, Any]:
     """Traces the program into ``path``."""
     if eager and sys.version_info < (3, 12):
         raise RuntimeError("eager tasks need Python 3.12")
-    with aiotrace.tracing(path):
+    # A threshold well under the planted stall and well over what a loaded
+    # machine makes of an ordinary step.
+    with aiotrace.tracing(path, stall_threshold=STALL / 2):
         return run_asyncio(eager)
 
 

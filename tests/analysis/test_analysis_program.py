@@ -161,7 +161,8 @@ def test_the_planted_stall(traced: Traced) -> None:
     sleep, held by the staller, and its most common sampled stack has
     blocking() innermost and staller() just outside it."""
     _, facts, s = traced
-    (stall,) = s.stalls
+    # One stall is the staller's; a loaded machine may add others.
+    (stall,) = [st for st in s.stalls if st.coroutine_name == "staller"]
     (u,) = s.loops
     assert stall.loop == u.loop and stall.thread == facts["thread"]
     assert stall.duration_ns >= sc.STALL * 1e9
@@ -210,7 +211,7 @@ def test_format_summary_names_every_section(traced: Traced) -> None:
     """The text names the task types, regions, groups, loop and stall."""
     _, _, s = traced
     text = analysis.format_summary(s)
-    for word in ("job", "orphan", "handle", "sleeper", "locker", "Loops", "Stalls: 1"):
+    for word in ("job", "orphan", "handle", "sleeper", "locker", "Loops", "Stalls: "):
         assert word in text
     assert analysis.format_duration(s.tasks["job"].p50) in text
     assert "blocking" in analysis.format_stalls(s)
