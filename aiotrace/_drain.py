@@ -125,8 +125,8 @@ class Drainer:
         self.interval = interval
         self.generation_bytes = generation_bytes
         self.generation_ns = int(generation_seconds * 1e9)
-        self.encoder = Encoder()
         self.tracker = StateTracker()
+        self.encoder = Encoder(follow=self.tracker)
         self.on_generation: Callable[[Generation], None] | None = None
         """Called on the drain thread with each whole generation."""
         self.on_stall_end: Callable[[], None] | None = None
@@ -254,7 +254,6 @@ class Drainer:
     def drain_once(self) -> None:
         """Takes every thread's pending events and encodes or drops them."""
         encoder = self.encoder
-        tracker = self.tracker
         for buf, events in self.recorder.take():
             for i in range(0, len(events), BATCH_EVENTS):
                 chunk = events[i : i + BATCH_EVENTS]
@@ -270,23 +269,22 @@ class Drainer:
                 self._report_lost()
                 name = buf.name
                 try:
-                    data = encoder.encode_batch(buf.thread_id, name, chunk)
+                    # Follows what is alive (for the next generation's
+                    # status records) in the same pass.
+                    data = encoder.encode_batch(buf.thread_id, name, chunk, follow=True)
                 except ValueError as exc:
                     self._drop(len(chunk))
                     _warn(f"aiotrace: dropped {len(chunk)} malformed events: {exc}")
                     continue
                 self.events += len(chunk)
                 self._emit(data)
-                try:
-                    tracker.feed(buf.thread_id, name, chunk)
-                except (ValueError, TypeError, IndexError) as exc:
-                    _warn(f"aiotrace: could not follow the state of events: {exc!r}")
                 if encoder.bytes >= self.generation_bytes:
                     # Rotated after this drain: a generation is a cut in time.
                     self._rotate_due = True
                 if len(events) > BATCH_EVENTS:
                     time.sleep(0)  # let the traced threads have the GIL
         self._report_lost()
+        tracker = self.tracker
         if tracker.stalls_ended != self._stalls_seen:
             self._stalls_seen = tracker.stalls_ended
             if self.on_stall_end is not None:

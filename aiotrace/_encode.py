@@ -2,7 +2,8 @@
 
 One ``Encoder`` owns the current generation: its string and stack tables and
 its counters. Tables start empty in every generation, so each generation can
-be read on its own.
+be read on its own. Given a ``StateTracker`` (``follow``), it also follows
+what is alive in the same pass, for the status records (``_restate``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import msgpack
 from ._format.framing import FrameKind, frame
 from ._format.spec import SPECS, C, ResourceKind
 from ._recorder import Event, clock
+from ._restate import FOLLOW, StateTracker
 
 MAX_STRING = 1 << 16
 """Longer strings are cut to this many characters, with a marker."""
@@ -85,7 +87,7 @@ def _to_str(value: object) -> str:
 class Encoder:
     """Encoder turns drained events into frames, one generation at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, follow: StateTracker | None = None) -> None:
         self._packer = msgpack.Packer(autoreset=True, use_bin_type=True)
         self.generation = -1
         self.batches = 0
@@ -100,23 +102,46 @@ class Encoder:
         self._threads_seen: set[int] = set()
         self._convert: dict[int, Callable[[Event, int], tuple[Any, ...]]] = {}
         self._nargs: dict[int, int] = {}
+        self.follow = follow
+        """The tracker that ``encode_batch(..., follow=True)`` feeds."""
+        self._follow_convert = self._convert
         for spec in SPECS:
             self._nargs[spec.code] = len(spec.args)
             self._convert[spec.code] = self._converter(
                 spec.code, spec.string_args, spec.stack_args
             )
+        if follow is not None:
+            self._follow_convert = {
+                spec.code: self._converter(
+                    spec.code,
+                    spec.string_args,
+                    spec.stack_args,
+                    FOLLOW.get(spec.code),
+                    follow.scope,
+                )
+                for spec in SPECS
+            }
 
     def _converter(
-        self, code: int, strings: tuple[int, ...], stacks: tuple[int, ...]
+        self,
+        code: int,
+        strings: tuple[int, ...],
+        stacks: tuple[int, ...],
+        follow: str | None = None,
+        scope: dict[str, Any] | None = None,
     ) -> Callable[[Event, int], tuple[Any, ...]]:
         # Generated per event type: the encoder's inner loop calls it once per
         # event. Straight-line code is much faster than a loop over argument
         # positions, and the unpacking checks the event's arity for free.
+        # ``follow`` is a statement of the tracker's, run first, with the
+        # tracker's ``scope`` as the function's globals.
         names = [f"a{i}" for i in range(self._nargs[code])]
         lines = [
             "def convert(ev, dt):",
             f"    _, _, {''.join(n + ', ' for n in names)}= ev",
         ]
+        if follow is not None:
+            lines += ["    " + line for line in follow.splitlines()]
         out = [str(code), "dt"]
         for i, name in enumerate(names):
             if i in strings:
@@ -132,11 +157,10 @@ class Encoder:
             else:
                 out.append(name)
         lines.append(f"    return ({', '.join(out)})")
-        namespace: dict[str, Any] = {
-            "str_get": self._strings.get,
-            "string_id": self.string_id,
-            "stack_id": self.stack_id,
-        }
+        namespace: dict[str, Any] = {} if scope is None else scope
+        namespace["str_get"] = self._strings.get
+        namespace["string_id"] = self.string_id
+        namespace["stack_id"] = self.stack_id
         exec("\n".join(lines), namespace)
         convert: Callable[[Event, int], tuple[Any, ...]] = namespace["convert"]
         return convert
@@ -215,11 +239,17 @@ class Encoder:
         return frame(FrameKind.TRACE_END, self._packer.pack([lost_events]))
 
     def encode_batch(
-        self, thread_id: int, thread_name: str, events: list[Event]
+        self,
+        thread_id: int,
+        thread_name: str,
+        events: list[Event],
+        *,
+        follow: bool = False,
     ) -> bytes:
         """Returns the frames for one thread's events: new table entries, then
         the BATCH frame. The first batch of a thread in a generation also
-        labels the thread with its name.
+        labels the thread with its name. With ``follow`` (and a tracker),
+        the tracker follows the events in the same pass.
 
         Raises:
             ValueError: an event does not match the spec table (a bug in the
@@ -236,13 +266,24 @@ class Encoder:
         if new_thread:
             label = (_LABEL, base, ResourceKind.THREAD, thread_id, thread_name)
             append(convert[_LABEL](label, 0))
-        last = base
+        tracker = self.follow if follow and events else None
+        if tracker is not None:
+            convert = self._follow_convert
+            tracker.begin_batch(thread_id, thread_name)
+        last = earliest = base
         try:
             for ev in events:
                 t = ev[1]
-                append(convert[ev[0]](ev, t - last))
+                dt = t - last
+                if dt < 0 and t < earliest:  # the earliest follows a step back
+                    earliest = t
+                append(convert[ev[0]](ev, dt))
                 last = t
+            if tracker is not None:
+                tracker.end_batch(thread_id, earliest)
         except (KeyError, ValueError, TypeError, IndexError) as exc:
+            if tracker is not None:
+                tracker.abort_batch()
             raise ValueError(
                 f"event {ev[:2]!r} does not match the spec table: {exc!r}"
             ) from None

@@ -19,9 +19,13 @@ holds (``memory_bytes``), the snapshot's size and generations, and the time
 recorded included); every snapshot is read back and validated.
 
 The third: the drain thread's cost of following what is alive, so that
-each generation can restate it (``StateTracker.feed``), against encoding
-the same events (``Encoder.encode_batch``): ns per event on 200k synthetic
-scheduling events (``_common.scheduling_events``), median of the rounds.
+each generation can restate it: ``Encoder.encode_batch`` with the tracker
+following in the same pass (``Encoder(follow=StateTracker())``,
+``follow=True``) plus the generation's ``StateTracker.cut``, against
+encoding alone; ns per event, on the batches the drain thread took while
+each workload ran under a trace (N/5) and on 200k synthetic scheduling
+events (``_common.scheduling_events``); the two interleaved, median of the
+rounds; the drain thread's CPU time (``time.thread_time_ns``).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from bench_sched import WORKLOADS, Workload
 import aiotrace
 from aiotrace._drain import BATCH_EVENTS
 from aiotrace._encode import Encoder
+from aiotrace._recorder import Event
 from aiotrace._restate import StateTracker
 from aiotrace.reader import EventKind, Reader, validate
 from aiotrace.sinks import MemorySink
@@ -196,35 +201,77 @@ def report(runners: list[Runner]) -> None:
     )
 
 
-def drain_cost(rounds: int, n: int) -> None:
+Batch = tuple[int, str, list[Event]]
+
+
+def recorded_batches(w: Workload, n: int) -> list[Batch]:
+    """Returns the batches the drain thread encodes while ``w`` runs traced."""
+    batches: list[Batch] = []
+    original = Encoder.encode_batch
+
+    def capture(
+        self: Encoder, thread: int, name: str, events: list[Event], **kw: bool
+    ) -> bytes:
+        if kw.get("follow"):
+            batches.append((thread, name, list(events)))
+        return original(self, thread, name, events, **kw)
+
+    Encoder.encode_batch = capture  # type: ignore[method-assign]
+    try:
+        with aiotrace.tracing(MemorySink()):
+            w.run(w.main(n))
+    finally:
+        Encoder.encode_batch = original  # type: ignore[method-assign]
+    return batches
+
+
+def encode_ns(batches: list[Batch], *, follow: bool) -> float:
+    """ns/event to encode ``batches`` as one generation, following or not."""
+    tracker = StateTracker()
+    enc = Encoder(follow=tracker if follow else None)
+    enc.begin_generation(0)
+    t0 = time.thread_time_ns()  # CPU time: steadier on a shared machine
+    for thread, name, events in batches:
+        enc.encode_batch(thread, name, events, follow=follow)
+    if follow:
+        tracker.cut()
+    return (time.thread_time_ns() - t0) / sum(len(b[2]) for b in batches)
+
+
+def drain_cost(rounds: int, n: int, quick: bool) -> None:
     """Prints ns/event of following state against encoding, on the drain side."""
     events = scheduling_events(n)
-    chunks = [events[i : i + BATCH_EVENTS] for i in range(0, n, BATCH_EVENTS)]
-    feed: list[float] = []
-    encode: list[float] = []
-    for _ in range(rounds):
-        tracker = StateTracker()
-        t0 = time.perf_counter_ns()
-        for chunk in chunks:
-            tracker.feed(1, "MainThread", chunk)
-        t1 = time.perf_counter_ns()
-        tracker.cut()
-        feed.append((t1 - t0) / n)
-        enc = Encoder()
-        enc.begin_generation(0)
-        t0 = time.perf_counter_ns()
-        for chunk in chunks:
-            enc.encode_batch(1, "MainThread", chunk)
-        encode.append((time.perf_counter_ns() - t0) / n)
-    f, e = summarize(feed), summarize(encode)
+    sets = {
+        w.name: recorded_batches(w, w.n // (100 if quick else 5)) for w in WORKLOADS
+    }
+    sets["synthetic"] = [
+        (1, "MainThread", events[i : i + BATCH_EVENTS])
+        for i in range(0, n, BATCH_EVENTS)
+    ]
+    rows: list[list[str]] = []
+    for name, batches in sets.items():
+        plain: list[float] = []
+        extra: list[float] = []
+        for _ in range(rounds):
+            p = encode_ns(batches, follow=False)
+            f = encode_ns(batches, follow=True)
+            plain.append(p)
+            extra.append(f - p)
+        p, x = summarize(plain), summarize(extra)
+        rows.append(
+            [
+                f"{name} ({sum(len(b[2]) for b in batches)} events)",
+                f"{p.median:.0f}",
+                f"{x.median:.0f}",
+                x.spread("{:.0f}"),
+                f"{x.median / p.median:.2f}",
+            ]
+        )
     print_table(
-        f"Drain thread, per event ({n} scheduling events, median of {rounds})",
-        ("step", "ns/event", "min-max"),
-        [
-            ["StateTracker.feed", f"{f.median:.0f}", f.spread()],
-            ["Encoder.encode_batch", f"{e.median:.0f}", e.spread()],
-            ["feed / encode", f"{f.median / e.median:.2f}", ""],
-        ],
+        f"Drain thread, ns per event: encoding, and what following the state "
+        f"adds (in the same pass, with the cut), median of {rounds}",
+        ("batches", "encode", "+follow", "min-max", "follow / encode"),
+        rows,
     )
 
 
@@ -237,7 +284,7 @@ def main() -> None:
         runners = [Runner(w, w.n // 20 if args.quick else w.n, tmp) for w in WORKLOADS]
         measure(runners, args.rounds, probe)
     report(runners)
-    drain_cost(args.rounds, 20_000 if args.quick else 200_000)
+    drain_cost(args.rounds, 20_000 if args.quick else 200_000, args.quick)
     print(probe.report())
 
 

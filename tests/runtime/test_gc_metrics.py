@@ -38,10 +38,15 @@ def test_gc_collect_in_a_coroutine_is_a_gen2_range_with_a_collected_metric(
     gc.collect() returned (at least the 1000 cycles made garbage)."""
 
     async def main() -> int:
-        cycles = [Node() for _ in range(1000)]
-        await asyncio.sleep(0)
-        del cycles  # now garbage only the cyclic collector frees
-        return gc.collect()
+        # No automatic collection in the coroutine: only the explicit one.
+        gc.disable()
+        try:
+            cycles = [Node() for _ in range(1000)]
+            await asyncio.sleep(0)
+            del cycles  # now garbage only the cyclic collector frees
+            return gc.collect()
+        finally:
+            gc.enable()
 
     collected, trace = trace_program(trace_path, main)
     assert collected >= 1000
