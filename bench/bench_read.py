@@ -1,6 +1,7 @@
 """bench_read: reader throughput (events/s) and memory while streaming.
 
-Run: ``python bench/bench_read.py [--rounds N] [--quick]`` (about 20 s).
+Run: ``python bench/bench_read.py [--rounds N] [--quick] [--against REV]``
+(about 2 min; ``--against`` adds about 2 min).
 
 Writes a trace of 500,000 synthetic scheduling events (``bench/_common.py``)
 through the real writer: ``aiotrace.start(path)``, then the events are
@@ -16,14 +17,29 @@ process streams the 500k-event trace, another one a trace twice as long
 (each raw, then typed), and each reports its peak RSS growth (VmHWM in
 ``/proc/self/status``, so Linux only) over its RSS before reading; equal
 growth means memory does not grow with the length of the trace.
+
+Execution trace: bench_sched's four workloads (ping-pong, create+await,
+queue ping-pong, uvloop ping-pong; a fifth of the size with ``--quick``)
+run whole under ``aiotrace.tracing(path)``, so the reader gets what the
+execution tracer really writes (step records, creations, labels, wakers),
+and the same interleaved rounds time reading it back, raw and typed.
+
+``--against REV`` also compares the typed reader of git revision ``REV``
+(its ``aiotrace`` package, exported with ``git archive`` into a temporary
+directory) with the working tree's, on both traces: each round reads each
+trace once with each, in a fresh child process (``PYTHONPATH`` pointing at
+the tree; a first, untimed read warms it up), in alternating order; it
+reports the medians and the median of the per-round ratios.
 """
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 
@@ -42,6 +58,7 @@ import aiotrace
 from aiotrace import _recorder
 from aiotrace.reader import Reader
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 CHUNK = 50_000
 """Events appended at a time; the writer drains between chunks."""
 
@@ -122,10 +139,132 @@ def measure_memory(mode: str, path: str) -> tuple[int, int, int]:
     return int(out[0]), int(out[1]), int(out[2])
 
 
+def record_execution(path: str, quick: bool) -> bool:
+    """Records bench_sched's workloads, run whole, into ``path``.
+
+    Returns False, having written nothing, without uvloop or viztracer
+    (bench_sched imports both).
+
+    Raises:
+        RuntimeError: the writer dropped events.
+    """
+    try:
+        from bench_sched import WORKLOADS
+    except ImportError as exc:
+        print(f"no execution trace: bench_sched needs {exc.name}")
+        return False
+    with aiotrace.tracing(path) as tracer:
+        for w in WORKLOADS:
+            w.run(w.main(w.n // 5 if quick else w.n))
+    if tracer.lost_events:
+        raise RuntimeError(f"the writer dropped {tracer.lost_events} events")
+    return True
+
+
+def export_tree(rev: str, into: str) -> str:
+    """Extracts the ``aiotrace`` package of git revision ``rev`` into ``into``."""
+    repo = os.path.dirname(HERE)
+    tar = subprocess.run(
+        ["git", "-C", repo, "archive", "--format=tar", rev, "aiotrace"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+        t.extractall(into, filter="data")
+    return into
+
+
+def child_read(path: str) -> None:
+    """In a child process: reads ``path`` typed twice, the first to warm up;
+    prints the second's events/s and where aiotrace was imported from."""
+    read_typed(path)
+    t0 = time.perf_counter_ns()
+    n = read_typed(path)
+    seconds = (time.perf_counter_ns() - t0) / 1e9
+    print(n, n / seconds, aiotrace.__file__)
+
+
+def timed_in_child(tree: str, path: str) -> tuple[int, float]:
+    """Returns (events, events/s) of a typed read by ``tree``'s aiotrace."""
+    env = dict(os.environ, PYTHONPATH=tree)
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--child-read", path],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+        env=env,
+    ).stdout.split()
+    if not os.path.abspath(out[2]).startswith(os.path.abspath(tree) + os.sep):
+        raise RuntimeError(f"the child imported {out[2]}, not the tree {tree}")
+    return int(out[0]), float(out[1])
+
+
+def compare(rev: str, traces: dict[str, str], rounds: int, tmp: str) -> None:
+    """Times REV's typed reader against the working tree's, interleaved."""
+    trees = {
+        rev: export_tree(rev, os.path.join(tmp, "against")),
+        "working tree": os.path.dirname(HERE),
+    }
+    rates: dict[tuple[str, str], list[float]] = {}
+    counts: dict[str, set[int]] = {name: set() for name in traces}
+    probe = NoiseProbe()
+    for r in range(rounds):
+        probe.sample()
+        for name, path in traces.items():
+            order = list(trees.items())
+            if r % 2:
+                order.reverse()
+            for label, tree in order:
+                n, rate = timed_in_child(tree, path)
+                counts[name].add(n)
+                rates.setdefault((name, label), []).append(rate)
+    rows = []
+    for name in traces:
+        if len(counts[name]) != 1:
+            raise RuntimeError(f"{name}: the readers disagree: {counts[name]} events")
+        before, after = rates[name, rev], rates[name, "working tree"]
+        ratio = summarize([a / b for a, b in zip(after, before, strict=True)])
+        rows.append(
+            [
+                name,
+                f"{counts[name].pop()}",
+                f"{summarize(before).median / 1e6:.3f}",
+                f"{summarize(after).median / 1e6:.3f}",
+                f"{ratio.median:.2f}x",
+                ratio.spread("{:.2f}"),
+            ]
+        )
+    print_table(
+        f"Typed read, {rev} against the working tree ({rounds} interleaved rounds, "
+        "a child process per read)",
+        ["trace", "events", f"{rev} M ev/s", "now M ev/s", "speedup", "min-max"],
+        rows,
+    )
+    print(probe.report())
+
+
+def _pop_option(name: str) -> str | None:
+    """Removes ``name VALUE`` from sys.argv and returns VALUE (or None)."""
+    if name not in sys.argv:
+        return None
+    i = sys.argv.index(name)
+    if i + 1 >= len(sys.argv):
+        sys.exit(f"{name} needs a value")
+    value = sys.argv[i + 1]
+    del sys.argv[i : i + 2]
+    return value
+
+
 def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--child-memory":
         child_memory(sys.argv[2], sys.argv[3])
         return
+    if len(sys.argv) == 3 and sys.argv[1] == "--child-read":
+        child_read(sys.argv[2])
+        return
+    against = _pop_option("--against")
     args = arguments(__doc__ or "", rounds=7)
     n = 100_000 if args.quick else 500_000
     print(f"bench_read  {environment()}")
@@ -145,17 +284,32 @@ def main() -> None:
             f"({total} typed) in {size} bytes, {size / expected['raw']:.2f} "
             "bytes/event"
         )
-        print(f"{args.rounds} interleaved rounds (raw, typed)")
-        rates: dict[str, list[float]] = {"raw": [], "typed": []}
+        readers = {"raw": (read_raw, path), "typed": (read_typed, path)}
+        traces = {"synthetic": path}
+        exec_path = os.path.join(tmp, "exec.trace")
+        exec_size = 0
+        if record_execution(exec_path, args.quick):
+            exec_size = os.path.getsize(exec_path)
+            expected["exec raw"] = read_raw(exec_path)
+            expected["exec typed"] = read_typed(exec_path)
+            print(
+                f"execution trace (bench_sched's workloads): {expected['exec raw']} "
+                f"raw events ({expected['exec typed']} typed) in {exec_size} bytes"
+            )
+            readers["exec raw"] = (read_raw, exec_path)
+            readers["exec typed"] = (read_typed, exec_path)
+            traces["execution"] = exec_path
+        print(f"{args.rounds} interleaved rounds (raw, typed; every trace)")
+        rates: dict[str, list[float]] = {name: [] for name in readers}
         probe = NoiseProbe()
         for r in range(args.rounds):
             probe.sample()
-            order = [("raw", read_raw), ("typed", read_typed)]
+            order = list(readers.items())
             if r % 2:
                 order.reverse()
-            for name, fn in order:
+            for name, (fn, p) in order:
                 t0 = time.perf_counter_ns()
-                count = fn(path)
+                count = fn(p)
                 seconds = (time.perf_counter_ns() - t0) / 1e9
                 if count != expected[name]:
                     raise RuntimeError(
@@ -164,8 +318,8 @@ def main() -> None:
                 rates[name].append(count / seconds)
         rows = []
         targets = {"raw": 1e6, "typed": 0.3e6}
-        for name, values in rates.items():
-            s = summarize(values)
+        for name in ("raw", "typed"):
+            s = summarize(rates[name])
             rows.append(
                 [
                     f"Reader(f){'.raw()' if name == 'raw' else ''}",
@@ -182,6 +336,24 @@ def main() -> None:
             ["reader", "M ev/s", "min-max", "ns/ev", "MB/s in", "target"],
             rows,
         )
+        rows = []
+        for name in ("exec raw", "exec typed") if exec_size else ():
+            s = summarize(rates[name])
+            rows.append(
+                [
+                    f"Reader(f){'.raw()' if name == 'exec raw' else ''}",
+                    f"{s.median / 1e6:.3f}",
+                    f"{s.lo / 1e6:.3f}-{s.hi / 1e6:.3f}",
+                    f"{1e9 / s.median:.0f}",
+                    f"{exec_size * s.median / expected[name] / 1e6:.1f}",
+                ]
+            )
+        if rows:
+            print_table(
+                f"Reader throughput, execution trace, {expected['exec raw']} events",
+                ["reader", "M ev/s", "min-max", "ns/ev", "MB/s in"],
+                rows,
+            )
         print(probe.report())
 
         long_path = os.path.join(tmp, "bench-2x.trace")
@@ -214,6 +386,8 @@ def main() -> None:
                 "(--quick: the traces are only a few generations long, so these "
                 "memory figures say little)"
             )
+        if against is not None:
+            compare(against, traces, args.rounds, tmp)
 
 
 if __name__ == "__main__":

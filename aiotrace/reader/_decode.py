@@ -4,6 +4,16 @@
 (generations opened and closed, tables defined before use, event types,
 argument counts and types, counts in GENERATION_END) and produces the events
 of each generation once the generation is complete.
+
+A validating decoder keeps each event as a flat tuple, ``(time, thread,
+code, *args)``, with strings resolved and stacks left as ids into the
+generation's stack table. Such a tuple holds only ints, floats and strs,
+so the garbage collector stops tracking it at its first pass: a generation
+held for sorting then costs the collector (nearly) nothing, where tuples
+holding Stack or EventSpec objects were scanned again and again. A step
+record is followed by its second transition, stored under that
+transition's code plus ``STEP_END``, so the typed reader needs no pass of
+its own to expand steps, and the records as written can still be rebuilt.
 """
 
 from __future__ import annotations
@@ -14,6 +24,9 @@ from typing import Any, NamedTuple
 from .._format.framing import FrameKind
 from .._format.spec import (
     BY_CODE,
+    BY_NAME,
+    MAX_CODE,
+    STEPS,
     SYNC,
     Arg,
     CoroState,
@@ -22,15 +35,14 @@ from .._format.spec import (
     ResourceKind,
 )
 from ._frames import Frame
-from ._model import Stack, StackFrame, TraceError
+from ._model import NO_STACK, Stack, StackFrame, TraceError
 
 
 class RawEvent(NamedTuple):
     """RawEvent is one event as written: time, thread, type and arguments.
 
-    From a validating decoder, strings and stacks in ``args`` are resolved to
-    ``str`` and ``Stack``; from ``Reader.raw()`` they stay table ids, as
-    written. Raw events come in file order, with no ordering or context.
+    ``Reader.raw()`` yields them: string and stack arguments stay table ids,
+    as written. Raw events come in file order, with no ordering or context.
     """
 
     time: int
@@ -39,14 +51,38 @@ class RawEvent(NamedTuple):
     args: tuple[Any, ...]
 
 
+STEP_END = 32
+"""A step record's second transition is stored under its code plus this."""
+
+
 class Generation(NamedTuple):
-    """Generation is one complete, self-contained piece of a trace."""
+    """Generation is one complete, self-contained piece of a trace.
+
+    ``records`` are flat tuples ``(time, thread, code, *args)`` in file
+    order, each step record followed by its second transition (code plus
+    ``STEP_END``); stack arguments index ``stacks``.
+    """
 
     number: int
     time: int
     wall_time_ns: int
     lost_events: int
-    events: list[RawEvent]
+    records: list[tuple[Any, ...]]
+    stacks: list[Stack]
+
+    @property
+    def events(self) -> list[RawEvent]:
+        """The events as written, in file order, with ids resolved."""
+        stacks = self.stacks
+        out = []
+        for t, thread, code, *args in self.records:
+            if code >= STEP_END:
+                continue
+            spec = BY_CODE[code]
+            for i in spec.stack_args:
+                args[i] = stacks[args[i]]
+            out.append(RawEvent(t, thread, spec, tuple(args)))
+        return out
 
 
 _Check = Callable[[tuple[Any, ...], list[str], list[Stack]], tuple[Any, ...] | str]
@@ -63,8 +99,8 @@ class Decoder:
         self._last_gen: int | None = None
         self._strings: list[str] = []
         self._stacks: list[Stack] = []
-        self._events: list[RawEvent] = []
-        self._taken = 0  # events of the open generation handed out by take()
+        self._events: list[Any] = []  # flat tuples, or RawEvents if not validating
+        self._count = 0  # events of the open generation, as written
         self._batches = 0
         self._gen_offset = 0
         self.ended = False
@@ -77,8 +113,7 @@ class Decoder:
         The raw reader streams this way, batch by batch; the typed reader
         waits for whole generations, which it must sort.
         """
-        events = self._events
-        self._taken += len(events)
+        events: list[RawEvent] = self._events
         self._events = []
         return events
 
@@ -146,9 +181,9 @@ class Decoder:
         self._gen = (number, time, wall, lost)
         self._gen_offset = offset
         self._strings = []
-        self._stacks = [Stack()]
+        self._stacks = [NO_STACK]
         self._events = []
-        self._taken = 0
+        self._count = 0
         self._batches = 0
 
     def _end(self, payload: tuple[Any, ...], offset: int) -> Generation:
@@ -160,7 +195,7 @@ class Decoder:
             raise TraceError(
                 f"GENERATION_END for {number} closes generation {n}", offset
             )
-        held = self._taken + len(self._events)
+        held = self._count
         if batches != self._batches or events != held:
             raise TraceError(
                 f"generation {n} declares {batches} batches and {events} events, "
@@ -170,7 +205,7 @@ class Decoder:
         self._gen = None
         self._last_gen = number
         self.generations += 1
-        gen = Generation(number, time, wall, lost, self._events)
+        gen = Generation(number, time, wall, lost, self._events, self._stacks)
         self._events = []
         return gen
 
@@ -226,24 +261,23 @@ class Decoder:
             or type(payload[1]) is not int
         ):
             raise TraceError("BATCH frame must start with [thread, base_time]", offset)
-        thread = payload[0]
-        t = payload[1]
-        strings = self._strings
-        stacks = self._stacks
-        append = self._events.append
         if not self._validate:
             self._raw_batch(payload, offset)
             return
+        thread = payload[0]
+        t = payload[1]
+        strings = self._strings
+        nstacks = len(self._stacks)
+        append = self._events.append
         fast = _FAST
         try:
             for ev in payload[2:]:
                 if type(ev) is not tuple:
                     raise _Bad
-                rec = fast[ev[0]](ev, t, thread, strings, stacks)
-                t = rec[0]
-                append(rec)
+                t = fast[ev[0]](ev, t, thread, strings, nstacks, append)
         except Exception:  # the fast path fails on any bad event: explain it
             raise TraceError(self._diagnose(payload), offset) from None
+        self._count += len(payload) - 2
         self._batches += 1
 
     def _raw_batch(self, payload: tuple[Any, ...], offset: int) -> None:
@@ -258,6 +292,7 @@ class Decoder:
                 append(new(RawEvent, (t, thread, specs[ev[0]], ev[2:])))
         except Exception:
             raise TraceError(self._diagnose(payload), offset) from None
+        self._count += len(payload) - 2
         self._batches += 1
 
     def _diagnose(self, payload: tuple[Any, ...]) -> str:
@@ -281,12 +316,13 @@ class _Bad(Exception):
     """Raised by the fast path; the slow path then finds and explains the fault."""
 
 
-def _make_fast(spec: EventSpec) -> Callable[..., RawEvent]:
+def _make_fast(spec: EventSpec) -> Callable[..., int]:
     # Straight-line code per event type: one call per event validates the
-    # arguments, resolves table ids, and builds the RawEvent.
+    # arguments, resolves string ids, appends the flat tuple (and a step's
+    # second transition) and returns the event's time.
     names = [f"a{i}" for i in range(len(spec.args))]
     lines = [
-        "def fast(ev, t, thread, strings, stacks):",
+        "def fast(ev, t, thread, strings, nstacks, append):",
         f"    _, dt, {''.join(n + ', ' for n in names)}= ev",
         "    if type(dt) is not int:",
         "        raise Bad",
@@ -299,28 +335,33 @@ def _make_fast(spec: EventSpec) -> Callable[..., RawEvent]:
             continue
         lines.append(f"    if type({v}) is not int:")
         lines.append("        raise Bad")
-        if kind is Arg.STRING or kind is Arg.STACK:
-            table = "strings" if kind is Arg.STRING else "stacks"
+        if kind is Arg.STRING:
             lines.append(f"    if {v} < 0:")
             lines.append("        raise Bad")
-            lines.append(f"    {v} = {table}[{v}]")
+            lines.append(f"    {v} = strings[{v}]")
+        elif kind is Arg.STACK:
+            lines.append(f"    if not 0 <= {v} < nstacks:")
+            lines.append("        raise Bad")
         elif (spec.name, argname) in _ENUMS:
             lines.append(f"    if {v} not in ENUM_{i}:")
             lines.append("        raise Bad")
+    lines.append("    t += dt")
     args = "".join(n + ", " for n in names)
-    lines.append(f"    return new(RawEvent, (t + dt, thread, SPEC, ({args})))")
-    namespace: dict[str, Any] = {
-        "Bad": _Bad,
-        "new": tuple.__new__,
-        "RawEvent": RawEvent,
-        "SPEC": spec,
-    }
+    lines.append(f"    append((t, thread, {spec.code}, {args}))")
+    if spec.name in STEPS:
+        # The step's end, ``duration`` (a1) later, with the arguments after
+        # it (CoroYield's stack is none: id 0).
+        end = BY_NAME[STEPS[spec.name][1]].code + STEP_END
+        rest = "".join(n + ", " for n in names[2:]) or "0, "
+        lines.append(f"    append((t + a1, thread, {end}, a0, {rest}))")
+    lines.append("    return t")
+    namespace: dict[str, Any] = {"Bad": _Bad}
     for i, (argname, _) in enumerate(spec.args):
         if (spec.name, argname) in _ENUMS:
             valid = _ENUMS[spec.name, argname]
             namespace[f"ENUM_{i}"] = frozenset(valid) if len(valid) < 64 else valid
     exec("\n".join(lines), namespace)
-    fast: Callable[..., RawEvent] = namespace["fast"]
+    fast: Callable[..., int] = namespace["fast"]
     return fast
 
 
@@ -408,6 +449,7 @@ def _make_check(spec: EventSpec) -> _Check:
 _CHECKS: dict[int, _Check] = {
     code: _make_check(spec) for code, spec in BY_CODE.items() if code != SYNC
 }
-_FAST: dict[int, Callable[..., RawEvent]] = {
+assert STEP_END > MAX_CODE
+_FAST: dict[int, Callable[..., int]] = {
     code: _make_fast(spec) for code, spec in BY_CODE.items() if code != SYNC
 }

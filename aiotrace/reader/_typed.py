@@ -6,16 +6,22 @@ executing, the way Go's reader tracks Ms, Ps and Gs. That is what fills
 
 A transition's old state is the one its event type implies, as in Go;
 checking it against the coroutine's history is the validator's job.
+
+Events arrive from the decoder as flat tuples ``(time, thread, code,
+*args)``, stacks as ids into the generation's table, each step record
+followed by its second transition (see ``_decode``); they are dispatched
+on their integer code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from itertools import islice
 from operator import itemgetter
 from typing import Any
 
-from .._format.spec import BY_NAME, STEPS, EventSpec
-from ._decode import Generation, RawEvent
+from .._format.spec import STEPS, C
+from ._decode import STEP_END, Generation
 from ._model import (
     NO_COROUTINE,
     NO_LOOP,
@@ -41,6 +47,13 @@ from ._model import (
 LOST_METRIC = "/aiotrace/lost:events"
 """The metric under which the reader reports events dropped by the writer."""
 
+MAX_OPEN_TASKS = 1 << 20
+"""Begun tasks remembered for their TASK_END; beyond it the oldest half go.
+
+Only a program that leaks tasks (begins and never ends them) gets near it;
+an evicted task's TASK_END reads as one whose TASK_BEGIN is not in the trace.
+"""
+
 _new = tuple.__new__
 _by_time = itemgetter(0)
 
@@ -53,34 +66,9 @@ _NOT_EXIST, _RUNNABLE, _RUNNING, _WAITING = (
     CoroState.WAITING,
 )
 
-# Handler(raw event, [loop, coroutine, outer coroutines] of its thread) -> Event,
-# or None for a restated status that says nothing new.
-_Handler = Callable[[RawEvent, list[Any]], Event | None]
-
-# Step record spec -> (first transition's spec, second transition's spec)
-_STEPS: dict[EventSpec, tuple[EventSpec, EventSpec]] = {
-    BY_NAME[step]: (BY_NAME[first], BY_NAME[second])
-    for step, (first, second) in STEPS.items()
-}
-
-
-def _expand(raw: list[RawEvent]) -> list[RawEvent]:
-    """Replaces each step record with the two transitions it stands for."""
-    steps = _STEPS
-    out: list[RawEvent] = []
-    append = out.append
-    for ev in raw:
-        pair = steps.get(ev[2])
-        if pair is None:
-            append(ev)
-            continue
-        t, thread, _, args = ev
-        coro, duration, *rest = args
-        if pair[1].name == "CoroYield":
-            rest = [NO_STACK]
-        append(_new(RawEvent, (t, thread, pair[0], (coro,))))
-        append(_new(RawEvent, (t + duration, thread, pair[1], (coro, *rest))))
-    return out
+# Handler(event tuple, [loop, coroutine, outer coroutines] of its thread) ->
+# Event, or None for a restated status that says nothing new.
+_Handler = Callable[[tuple[Any, ...], list[Any]], Event | None]
 
 
 class Typer:
@@ -102,10 +90,11 @@ class Typer:
         self._labels: dict[tuple[int, int], str] = {}
         self._open: set[tuple[Any, int, int]] = set()
         self._tasks: dict[int, tuple[int, str]] = {}  # id -> (parent, type)
+        self._stacks: list[Any] = [NO_STACK]  # the generation's stack table
         self.lost_events = 0
-        handlers: dict[str, _Handler] = {
+        by_name: dict[str, _Handler] = {
             "EventsLost": self._lost,
-            "Metric": self._plain(EventKind.METRIC, Metric),
+            "Metric": self._metric,
             "Label": self._label,
             "StackSample": self._sample,
             "RangeBegin": self._range(EventKind.RANGE_BEGIN),
@@ -129,6 +118,15 @@ class Typer:
             "LoopIdle": self._loop_change(LoopState.IDLE),
             "LoopDestroy": self._loop_change(LoopState.NOT_EXIST),
         }
+        # Indexed by wire code. A step record reads as its CoroStart; the
+        # decoder stores its second transition under that one's code plus
+        # STEP_END. Sync never reaches the Typer: it makes a Generation.
+        handlers: list[_Handler | None] = [None] * (2 * STEP_END)
+        for name, handler in by_name.items():
+            handlers[C[name]] = handler
+        for step, (start, end) in STEPS.items():
+            handlers[C[step]] = by_name[start]
+            handlers[C[end] + STEP_END] = by_name[end]
         self._handlers = handlers
 
     def events(self, gen: Generation) -> Iterator[Event]:
@@ -147,7 +145,8 @@ class Typer:
                 sync,
             ),
         )
-        raw = _expand(gen.events)
+        self._stacks = gen.stacks
+        raw = gen.records
         raw.sort(key=_by_time)  # stable: same-time events keep their order
         handlers = self._handlers
         ctx = self._ctx
@@ -155,27 +154,33 @@ class Typer:
             c = ctx.get(ev[1])
             if c is None:
                 c = ctx[ev[1]] = [NO_LOOP, NO_COROUTINE, []]
-            out = handlers[ev[2].name](ev, c)
+            out = handlers[ev[2]](ev, c)
             if out is not None:
                 yield out
+        self._forget_idle_threads()
+
+    def _forget_idle_threads(self) -> None:
+        # A thread that runs no loop and no coroutine has the context a new
+        # thread gets: forgetting it changes nothing, and bounds _ctx by the
+        # threads that are busy, not by every thread the program ever had.
+        ctx = self._ctx
+        idle = [NO_LOOP, NO_COROUTINE, []]
+        for thread in [t for t, c in ctx.items() if c == idle]:
+            del ctx[thread]
 
     # Annotations and other events in the thread's context.
 
-    @staticmethod
-    def _plain(kind: EventKind, cls: Any) -> _Handler:
-        def handle(ev: RawEvent, c: list[Any]) -> Event:
-            d = _new(cls, ev[3])
-            return _new(Event, (kind, ev[0], c[1], c[0], ev[1], NO_STACK, d))
+    def _metric(self, ev: tuple[Any, ...], c: list[Any]) -> Event:
+        d = _new(Metric, (ev[3], ev[4]))
+        return _new(Event, (EventKind.METRIC, ev[0], c[1], c[0], ev[1], NO_STACK, d))
 
-        return handle
-
-    def _lost(self, ev: RawEvent, c: list[Any]) -> Event:
-        self.lost_events += ev[3][0]
+    def _lost(self, ev: tuple[Any, ...], c: list[Any]) -> Event:
+        self.lost_events += ev[3]
         d = Metric(LOST_METRIC, self.lost_events)
         return _new(Event, (EventKind.METRIC, ev[0], c[1], c[0], ev[1], NO_STACK, d))
 
-    def _label(self, ev: RawEvent, c: list[Any]) -> Event | None:
-        kind, rid, label = ev[3]
+    def _label(self, ev: tuple[Any, ...], c: list[Any]) -> Event | None:
+        _, _, _, kind, rid, label = ev
         if kind in (_COROUTINE, _LOOP):
             if self._labels.get((kind, rid)) == label:
                 return None
@@ -183,14 +188,15 @@ class Typer:
         d = Label(label, ResourceID(ResourceKind(kind), rid))
         return _new(Event, (EventKind.LABEL, ev[0], c[1], c[0], ev[1], NO_STACK, d))
 
-    def _sample(self, ev: RawEvent, c: list[Any]) -> Event:
-        thread, loop, coro, stack = ev[3]
+    def _sample(self, ev: tuple[Any, ...], c: list[Any]) -> Event:
+        t, _, _, thread, loop, coro, stack = ev
         return _new(
-            Event, (EventKind.STACK_SAMPLE, ev[0], coro, loop, thread, stack, None)
+            Event,
+            (EventKind.STACK_SAMPLE, t, coro, loop, thread, self._stacks[stack], None),
         )
 
-    def _range_active(self, ev: RawEvent, c: list[Any]) -> Event | None:
-        name, scope_kind, scope_id = ev[3]
+    def _range_active(self, ev: tuple[Any, ...], c: list[Any]) -> Event | None:
+        _, _, _, name, scope_kind, scope_id = ev
         key = (name, scope_kind, scope_id)
         if key in self._open:
             return None
@@ -204,65 +210,73 @@ class Typer:
         opened = self._open
         begin = kind is EventKind.RANGE_BEGIN
 
-        def handle(ev: RawEvent, c: list[Any]) -> Event:
-            name, scope_kind, scope_id, *rest = ev[3]
+        def handle(ev: tuple[Any, ...], c: list[Any]) -> Event:
+            _, _, _, name, scope_kind, scope_id, stack = ev
             if begin:
                 opened.add((name, scope_kind, scope_id))
             else:
                 opened.discard((name, scope_kind, scope_id))
             d = Range(name, ResourceID(ResourceKind(scope_kind), scope_id))
-            stack = rest[0] if rest else NO_STACK
-            return _new(Event, (kind, ev[0], c[1], c[0], ev[1], stack, d))
+            return _new(Event, (kind, ev[0], c[1], c[0], ev[1], self._stacks[stack], d))
 
         return handle
 
-    def _task_begin(self, ev: RawEvent, c: list[Any]) -> Event:
-        task, parent, type_, stack = ev[3]
-        self._tasks[task] = (parent, type_)
+    def _task_begin(self, ev: tuple[Any, ...], c: list[Any]) -> Event:
+        _, _, _, task, parent, type_, stack = ev
+        tasks = self._tasks
+        tasks[task] = (parent, type_)
+        if len(tasks) > MAX_OPEN_TASKS:
+            for old in list(islice(tasks, MAX_OPEN_TASKS // 2)):
+                del tasks[old]
         d = _new(Task, (task, parent, type_))
+        stack = self._stacks[stack]
         return _new(Event, (EventKind.TASK_BEGIN, ev[0], c[1], c[0], ev[1], stack, d))
 
-    def _task_end(self, ev: RawEvent, c: list[Any]) -> Event:
-        task, stack = ev[3]
+    def _task_end(self, ev: tuple[Any, ...], c: list[Any]) -> Event:
+        _, _, _, task, stack = ev
         parent, type_ = self._tasks.pop(task, (NO_TASK, ""))
         d = _new(Task, (task, parent, type_))
+        stack = self._stacks[stack]
         return _new(Event, (EventKind.TASK_END, ev[0], c[1], c[0], ev[1], stack, d))
 
-    @staticmethod
-    def _region(kind: EventKind) -> _Handler:
-        def handle(ev: RawEvent, c: list[Any]) -> Event:
-            task, type_, stack = ev[3]
+    def _region(self, kind: EventKind) -> _Handler:
+        def handle(ev: tuple[Any, ...], c: list[Any]) -> Event:
+            _, _, _, task, type_, stack = ev
             d = _new(Region, (task, type_))
-            return _new(Event, (kind, ev[0], c[1], c[0], ev[1], stack, d))
+            return _new(Event, (kind, ev[0], c[1], c[0], ev[1], self._stacks[stack], d))
 
         return handle
 
-    def _log(self, ev: RawEvent, c: list[Any]) -> Event:
-        task, category, message, stack = ev[3]
+    def _log(self, ev: tuple[Any, ...], c: list[Any]) -> Event:
+        _, _, _, task, category, message, stack = ev
         d = _new(Log, (task, category, message))
+        stack = self._stacks[stack]
         return _new(Event, (EventKind.LOG, ev[0], c[1], c[0], ev[1], stack, d))
 
     # Coroutine transitions. ev.coroutine is the context before the event.
 
-    def _coro_create(self, ev: RawEvent, c: list[Any]) -> Event:
-        coro, stack = ev[3]
+    def _coro_create(self, ev: tuple[Any, ...], c: list[Any]) -> Event:
+        _, _, _, coro, stack = ev
         self._coro[coro] = _RUNNABLE
         r = _new(ResourceID, (_COROUTINE, coro))
         d = _new(StateTransition, (r, "", NO_STACK, _NOT_EXIST, _RUNNABLE))
-        return _new(Event, (_ST, ev[0], c[1], c[0], ev[1], stack, d))
+        return _new(Event, (_ST, ev[0], c[1], c[0], ev[1], self._stacks[stack], d))
 
-    def _coro_start(self, ev: RawEvent, c: list[Any]) -> Event:
-        coro = ev[3][0]
+    def _coro_start(self, ev: tuple[Any, ...], c: list[Any]) -> Event:
+        coro = ev[3]
         self._coro[coro] = _RUNNING
         r = _new(ResourceID, (_COROUTINE, coro))
         d = _new(StateTransition, (r, "", NO_STACK, _RUNNABLE, _RUNNING))
         out = _new(Event, (_ST, ev[0], c[1], c[0], ev[1], NO_STACK, d))
-        _enter(c, coro)
+        if c[1] != NO_COROUTINE:  # enter: an eager task runs inside its creator
+            c[2].append(c[1])
+        c[1] = coro
         return out
 
-    def _coro_block(self, ev: RawEvent, c: list[Any]) -> Event:
-        coro, reason, stack = ev[3]
+    def _coro_block(self, ev: tuple[Any, ...], c: list[Any]) -> Event:
+        _, _, _, coro, reason, stack = ev
         self._coro[coro] = _WAITING
+        stack = self._stacks[stack]
         r = _new(ResourceID, (_COROUTINE, coro))
         d = _new(StateTransition, (r, reason, stack, _RUNNING, _WAITING))
         out = _new(Event, (_ST, ev[0], c[1], c[0], ev[1], stack, d))
@@ -270,9 +284,10 @@ class Typer:
             _leave(c)
         return out
 
-    def _coro_yield(self, ev: RawEvent, c: list[Any]) -> Event:
-        coro, stack = ev[3]
+    def _coro_yield(self, ev: tuple[Any, ...], c: list[Any]) -> Event:
+        _, _, _, coro, stack = ev
         self._coro[coro] = _RUNNABLE
+        stack = self._stacks[stack]
         r = _new(ResourceID, (_COROUTINE, coro))
         d = _new(StateTransition, (r, "yield", stack, _RUNNING, _RUNNABLE))
         out = _new(Event, (_ST, ev[0], c[1], c[0], ev[1], stack, d))
@@ -280,8 +295,8 @@ class Typer:
             _leave(c)
         return out
 
-    def _coro_end(self, ev: RawEvent, c: list[Any]) -> Event:
-        coro, reason = ev[3]
+    def _coro_end(self, ev: tuple[Any, ...], c: list[Any]) -> Event:
+        _, _, _, coro, reason = ev
         self._coro.pop(coro, None)
         self._labels.pop((_COROUTINE, coro), None)
         r = _new(ResourceID, (_COROUTINE, coro))
@@ -291,15 +306,15 @@ class Typer:
             _leave(c)
         return out
 
-    def _coro_unblock(self, ev: RawEvent, c: list[Any]) -> Event:
-        coro, reason = ev[3]
+    def _coro_unblock(self, ev: tuple[Any, ...], c: list[Any]) -> Event:
+        _, _, _, coro, reason = ev
         self._coro[coro] = _RUNNABLE
         r = _new(ResourceID, (_COROUTINE, coro))
         d = _new(StateTransition, (r, reason, NO_STACK, _WAITING, _RUNNABLE))
         return _new(Event, (_ST, ev[0], c[1], c[0], ev[1], NO_STACK, d))
 
-    def _coro_status(self, ev: RawEvent, c: list[Any]) -> Event | None:
-        coro, state = ev[3]
+    def _coro_status(self, ev: tuple[Any, ...], c: list[Any]) -> Event | None:
+        _, _, _, coro, state = ev
         new = CoroState(state)
         if self._coro.get(coro) is new:
             return None  # restated: nothing new
@@ -311,22 +326,25 @@ class Typer:
         d = StateTransition(r, "", NO_STACK, CoroState.UNDETERMINED, new)
         out = _new(Event, (_ST, ev[0], c[1], c[0], ev[1], NO_STACK, d))
         if new is _RUNNING and c[1] != coro:  # a generation restates it
-            _enter(c, coro)
+            if c[1] != NO_COROUTINE:
+                c[2].append(c[1])
+            c[1] = coro
         return out
 
-    def _coro_waiting(self, ev: RawEvent, c: list[Any]) -> Event | None:
-        coro, reason, stack = ev[3]
+    def _coro_waiting(self, ev: tuple[Any, ...], c: list[Any]) -> Event | None:
+        _, _, _, coro, reason, stack = ev
         if self._coro.get(coro) is _WAITING:
             return None  # restated: nothing new
         self._coro[coro] = _WAITING
+        stack = self._stacks[stack]
         r = ResourceID(_COROUTINE, coro)
         d = StateTransition(r, reason, stack, CoroState.UNDETERMINED, _WAITING)
         return _new(Event, (_ST, ev[0], c[1], c[0], ev[1], stack, d))
 
     # Loop transitions; the thread's loop is the last one it ran.
 
-    def _loop_status(self, ev: RawEvent, c: list[Any]) -> Event | None:
-        loop, state = ev[3]
+    def _loop_status(self, ev: tuple[Any, ...], c: list[Any]) -> Event | None:
+        _, _, _, loop, state = ev
         new = LoopState(state)
         if self._loop.get(loop) is new:
             c[0] = loop  # restated: nothing new, but it sets the context
@@ -343,8 +361,8 @@ class Typer:
         implied = {LoopState.RUNNING: LoopState.IDLE, LoopState.IDLE: LoopState.RUNNING}
         states = self._loop
 
-        def handle(ev: RawEvent, c: list[Any]) -> Event:
-            loop = ev[3][0]
+        def handle(ev: tuple[Any, ...], c: list[Any]) -> Event:
+            loop = ev[3]
             old = implied.get(new) or states.get(loop, LoopState.UNDETERMINED)
             if new is LoopState.NOT_EXIST:
                 states.pop(loop, None)
@@ -356,12 +374,6 @@ class Typer:
             return out
 
         return handle
-
-
-def _enter(c: list[Any], coro: int) -> None:
-    if c[1] != NO_COROUTINE:
-        c[2].append(c[1])
-    c[1] = coro
 
 
 def _leave(c: list[Any]) -> None:
