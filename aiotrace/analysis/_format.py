@@ -32,7 +32,13 @@ def _table(headers: list[str], rows: list[list[str]], indent: str = "  ") -> lis
     return [line(headers)] + [line(r) for r in rows]
 
 
+_MIN_FOR_HISTOGRAM = 10
+"""Fewer values than this say nothing in a histogram that p50-max do not."""
+
+
 def _histogram(d: Distribution, indent: str = "    ") -> list[str]:
+    if d.count < _MIN_FOR_HISTOGRAM:
+        return []
     bins = d.histogram()
     if len(bins) < 2:
         return []

@@ -214,4 +214,8 @@ def test_format_summary_names_every_section(traced: Traced) -> None:
     for word in ("job", "orphan", "handle", "sleeper", "locker", "Loops", "Stalls: "):
         assert word in text
     assert analysis.format_duration(s.tasks["job"].p50) in text
+    # A histogram for the 10 jobs; none for a type of fewer values, whose
+    # quantiles already say everything.
+    assert "\n  job:\n" in text and "#" in text.split("\n  job:\n")[1]
+    assert "\n  orphan:\n" not in text
     assert "blocking" in analysis.format_stalls(s)
