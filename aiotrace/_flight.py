@@ -30,7 +30,7 @@ from ._errors import TracingError, TracingWarning
 from ._format.framing import HEADER, FrameKind, frame
 from ._session import Options, Session
 from ._sinks import AsyncSink, SyncSink, adapt
-from ._tracer import DEFAULT_METRICS_INTERVAL, _positive_or_none
+from ._tracer import DEFAULT_METRICS_INTERVAL, _check_bools, _positive_or_none
 
 DEFAULT_MAX_BYTES: Final = 10 << 20
 DEFAULT_MIN_AGE: Final = 10.0
@@ -110,15 +110,11 @@ class FlightRecorder:
                 f"aiotrace: min_age must be a finite number of seconds >= 0, "
                 f"got {min_age!r}"
             )
-        for name, flag in (
-            ("annotation_stacks", annotation_stacks),
-            ("block_stacks", block_stacks),
-            ("runtime_events", runtime_events),
-        ):
-            if not isinstance(flag, bool):
-                raise TypeError(
-                    f"aiotrace: {name} must be True or False, got {type(flag).__name__}"
-                )
+        _check_bools(
+            annotation_stacks=annotation_stacks,
+            block_stacks=block_stacks,
+            runtime_events=runtime_events,
+        )
         self.max_bytes = max_bytes
         self.min_age = float(min_age)
         interval = _positive_or_none("on_stall_interval", on_stall_interval)

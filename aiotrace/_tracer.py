@@ -67,15 +67,11 @@ class Tracer:
         block_stacks: bool = False,
         runtime_events: bool = True,
     ) -> None:
-        for name, flag in (
-            ("annotation_stacks", annotation_stacks),
-            ("block_stacks", block_stacks),
-            ("runtime_events", runtime_events),
-        ):
-            if not isinstance(flag, bool):
-                raise TypeError(
-                    f"aiotrace: {name} must be True or False, got {type(flag).__name__}"
-                )
+        _check_bools(
+            annotation_stacks=annotation_stacks,
+            block_stacks=block_stacks,
+            runtime_events=runtime_events,
+        )
         self.block_stacks = block_stacks
         self.runtime_events = runtime_events
         self.stall_threshold = _positive_or_none("stall_threshold", stall_threshold)
@@ -530,6 +526,15 @@ def _forget_in_child() -> None:
 atexit.register(_stop_at_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_in_child)
+
+
+def _check_bools(**flags: object) -> None:
+    """Raises TypeError naming the first of ``flags`` that is not a bool."""
+    for name, flag in flags.items():
+        if not isinstance(flag, bool):
+            raise TypeError(
+                f"aiotrace: {name} must be True or False, got {type(flag).__name__}"
+            )
 
 
 def _positive_or_none(name: str, value: float | None) -> float | None:

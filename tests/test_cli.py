@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -210,3 +213,46 @@ def test_console_script_and_module_agree() -> None:
         check=True,
     ).stdout
     assert out == (TESTDATA / "sample.dump").read_text()
+
+
+def _read_all(fd: int) -> bytes:
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # the pty's other side closed
+            return out
+        if not chunk:
+            return out
+        out += chunk
+
+
+def test_long_reads_show_progress_on_a_terminal_only(tmp_path: Path) -> None:
+    """`export` and `stats` on a trace that takes a while to read show how
+    far they are on stderr when it is a terminal, then erase the line; with
+    stderr not a terminal they print no progress at all."""
+    trace = tmp_path / "big.trace"
+    with aiotrace.tracing(trace, runtime_events=False):
+        for i in range(600_000):
+            aiotrace.log("n", "x")
+            if i % 50_000 == 0:
+                time.sleep(0.06)  # let the drainer keep up
+    for command in (
+        ["export", str(trace), "-o", str(tmp_path / "big.json")],
+        ["stats", str(trace)],
+    ):
+        primary, secondary = pty.openpty()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aiotrace", *command],
+            stdout=subprocess.DEVNULL,
+            stderr=secondary,
+        )
+        os.close(secondary)
+        shown = _read_all(primary).decode()
+        os.close(primary)
+        assert proc.wait(timeout=120) == 0
+        assert f"aiotrace: reading {trace}: " in shown, shown
+        assert "%" in shown and shown.endswith("\r\x1b[K"), shown
+        quiet = _aiotrace(*command)
+        assert quiet.returncode == 0, quiet.stderr
+        assert "aiotrace: reading" not in quiet.stderr

@@ -432,6 +432,29 @@ def test_flight_to_a_bad_path_fails_before_the_program_runs(tmp_path: Path) -> N
     assert "no/dir/p.trace" in traced.stderr and "Traceback" not in traced.stderr
 
 
+def _signal_once_serving(tmp_path: Path, sig: int) -> tuple[int, str, str]:
+    """Runs ``server.py`` in ``tmp_path`` under aiotrace, sends ``sig`` once
+    it has printed "serving", and returns (status, stdout, stderr)."""
+    proc = subprocess.Popen(
+        [*RUN, "server.py"],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "serving\n"
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, stdout, stderr
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="needs SIGINT")
 def test_ctrl_c_leaves_a_complete_trace_and_status_130(tmp_path: Path) -> None:
     """Interrupting a running asyncio program (SIGINT, as Ctrl-C sends)
@@ -451,24 +474,8 @@ def test_ctrl_c_leaves_a_complete_trace_and_status_130(tmp_path: Path) -> None:
         asyncio.run(serve())
         """,
     )
-    proc = subprocess.Popen(
-        [*RUN, "server.py"],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline() == "serving\n"
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130
+    returncode, _, stderr = _signal_once_serving(tmp_path, signal.SIGINT)
+    assert returncode == 130
     assert "KeyboardInterrupt" in stderr
     assert _summary_lines(stderr)[0].startswith(
         "aiotrace: trace written to server.trace"
@@ -503,24 +510,8 @@ def test_sigterm_finishes_the_trace_then_dies_of_it(tmp_path: Path) -> None:
         asyncio.run(serve())
         """,
     )
-    proc = subprocess.Popen(
-        [*RUN, "server.py"],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline() == "serving\n"
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGTERM, stderr
+    returncode, stdout, stderr = _signal_once_serving(tmp_path, signal.SIGTERM)
+    assert returncode == -signal.SIGTERM, stderr
     assert stdout == ""
     assert stderr == "aiotrace: terminated by SIGTERM; trace written to server.trace\n"
     _valid_events(tmp_path / "server.trace")

@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 import anyio
 import anyio.abc
 import pytest
-from helpers import MIN_BUFFER, wait_until
+from helpers import MIN_BUFFER, StuckFile, wait_until
 
 import aiotrace
 from aiotrace import reader
@@ -618,22 +618,6 @@ def test_slow_sink_drops_whole_batches_and_counts_them(tmp_path: Path) -> None:
     assert syncs == sorted(syncs)
     assert syncs[-1] <= tracer.lost_events
     assert back == sorted(back, key=lambda m: int(m.split()[1]))
-
-
-class StuckFile:
-    """A binary file whose writes wait until ``released`` is set."""
-
-    def __init__(self) -> None:
-        self.released = threading.Event()
-        self.writing = threading.Event()
-        self.data = bytearray()
-
-    def write(self, data: bytes) -> int:
-        self.writing.set()
-        if not self.released.wait(60):
-            raise OSError(errno.ETIMEDOUT, "the test never released the sink")
-        self.data += data
-        return len(data)
 
 
 def test_loss_reported_after_a_generation_boundary_is_counted_once() -> None:

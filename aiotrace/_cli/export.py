@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+
+from ._common import add_export_arguments, open_for_export
 
 HELP = "write a trace as Perfetto / Chrome trace-event JSON (ui.perfetto.dev)"
 ORDER = 40
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", metavar="FILE", help="a trace file")
-    p.add_argument(
-        "-o",
-        "--output",
-        metavar="OUT",
-        help="the JSON file to write (default: FILE with the suffix .json)",
-    )
+    add_export_arguments(p, "JSON", ".json")
     p.add_argument(
         "--no-coroutine-tracks",
         dest="coroutine_tracks",
@@ -27,24 +22,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def default_output(file: str, suffix: str) -> str:
-    """FILE with its suffix replaced by ``suffix`` (``out.trace`` -> ``out.json``)."""
-    root, ext = os.path.splitext(file)
-    return (root if ext else file) + suffix
-
-
 def run(args: argparse.Namespace) -> int:
     from ..export import write_perfetto
 
-    out = args.output or default_output(args.file, ".json")
-    if os.path.abspath(out) == os.path.abspath(args.file):
-        print(f"aiotrace: {out}: would overwrite the trace", file=sys.stderr)
+    opened = open_for_export(args, ".json")
+    if opened is None:
         return 1
-    try:
-        source = open(args.file, "rb")  # noqa: SIM115
-    except OSError as exc:
-        print(f"aiotrace: {args.file}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+    out, source = opened
     try:
         with source:
             result = write_perfetto(source, out, coroutine_tracks=args.coroutine_tracks)

@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from .stats import _positive
+from ._common import positive, read_trace, report_truncated
 
 HELP = "profile block, scheduler-latency, execution or stall time by stack"
 ORDER = 22
@@ -40,14 +40,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--top",
-        type=_positive,
+        type=positive,
         default=20,
         metavar="N",
         help="frames to list in the text table (default 20)",
     )
     p.add_argument(
         "--stacks",
-        type=_positive,
+        type=positive,
         default=5,
         metavar="N",
         help="heaviest stacks to show in the text output (default 5)",
@@ -62,27 +62,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis import format_profile, profile
-    from ..reader import TraceError
-    from .stats import _Progress
 
     if args.folded and args.json:
         args.parser.error("--folded and --json do not go together")
-    progress = _Progress(args.file) if sys.stderr.isatty() else None
-    try:
-        if args.file == "-":
-            p = profile(sys.stdin.buffer, args.kind, progress=progress)
-        else:
-            p = profile(args.file, args.kind, progress=progress)
-    except OSError as exc:
-        print(f"aiotrace: {args.file}: {exc.strerror or exc}", file=sys.stderr)
+    p = read_trace(
+        args.file,
+        lambda source, progress: profile(source, args.kind, progress=progress),
+    )
+    if p is None:
         return 1
-    except TraceError as exc:
-        if progress is not None:
-            progress.clear()
-        print(f"aiotrace: {args.file}: {exc}", file=sys.stderr)
-        return 1
-    if progress is not None:
-        progress.clear()
     lines = not args.functions
     if args.json:
         text = json.dumps(p.to_dict(), indent=1) + "\n"
@@ -99,10 +87,5 @@ def run(args: argparse.Namespace) -> int:
             return 1
     else:
         sys.stdout.write(text)
-    if p.truncated:
-        sys.stdout.flush()
-        print(
-            f"aiotrace: {args.file}: {p.truncated} (the output covers what was read)",
-            file=sys.stderr,
-        )
+    report_truncated(args.file, p.truncated)
     return 1 if p.truncated else 0

@@ -6,18 +6,14 @@ import argparse
 import os
 import sys
 
+from ._common import add_export_arguments, open_for_export
+
 HELP = "write a self-contained HTML report: timeline, latencies, coroutines, stalls"
 ORDER = 41
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", metavar="FILE", help="a trace file")
-    p.add_argument(
-        "-o",
-        "--output",
-        metavar="OUT",
-        help="the HTML file to write (default: FILE with the suffix .html)",
-    )
+    add_export_arguments(p, "HTML", ".html")
     p.add_argument(
         "--max-spans",
         type=int,
@@ -37,19 +33,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..export import write_report
     from ..reader import TraceError
-    from .export import default_output
 
     if args.max_spans < 1 or args.max_coroutines < 0:
         args.parser.error("--max-spans must be at least 1, --max-coroutines at least 0")
-    out = args.output or default_output(args.file, ".html")
-    if os.path.abspath(out) == os.path.abspath(args.file):
-        print(f"aiotrace: {out}: would overwrite the trace", file=sys.stderr)
+    opened = open_for_export(args, ".html")
+    if opened is None:
         return 1
-    try:
-        source = open(args.file, "rb")  # noqa: SIM115
-    except OSError as exc:
-        print(f"aiotrace: {args.file}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+    out, source = opened
     try:
         with source:
             result = write_report(

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .stats import _positive
+from ._common import positive, report_truncated
 
 HELP = "list loop stalls with the coroutine that held the loop and its stacks"
 ORDER = 21
@@ -17,14 +17,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON, for machines")
     p.add_argument(
         "--stacks",
-        type=_positive,
+        type=positive,
         default=3,
         metavar="N",
         help="most common stacks to show per stall (default 3)",
     )
     p.add_argument(
         "--frames",
-        type=_positive,
+        type=positive,
         default=12,
         metavar="N",
         help="frames to show per stack, innermost first (default 12)",
@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis import format_stalls
-    from .stats import load, report_truncated
+    from .stats import load
 
     if args.min < 0:
         args.parser.error(f"--min must not be negative, not {args.min:g}")
@@ -58,5 +58,5 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         sys.stdout.write(format_stalls(summary, stacks=args.stacks, frames=args.frames))
-    report_truncated(args.file, summary)
+    report_truncated(args.file, summary.truncated)
     return status

@@ -2,30 +2,25 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, ClassVar
 
 from ..reader import (
-    LOST_METRIC,
     NO_COROUTINE,
     NO_STACK,
     CoroState,
     Event,
     EventKind,
     LoopState,
-    Reader,
     ResourceKind,
     Stack,
     StackFrame,
     TraceError,
 )
 from ._coro import UNKNOWN_REASON, function_name
-from ._loops import LoopAccounting
-from ._stalls import STALL, StallTracker
-from ._summary import _TRUNCATED, Progress, _CountingStream, _size
+from ._pass import ByBytes, Progress, StreamPass, read_source
 
 KINDS = ("block", "sched", "exec", "stall")
 """The kinds of profile: WAITING time, RUNNABLE time, RUNNING time, stall time."""
@@ -200,35 +195,16 @@ def profile(
         raise ValueError(
             f"unknown profile kind {kind!r}: expected one of {', '.join(KINDS)}"
         )
-    if isinstance(source, str | os.PathLike):
-        with open(source, "rb") as f:
-            return profile(f, kind, progress=progress)
-    if callable(getattr(source, "read", None)):
-        total = _size(source)
-        counting = _CountingStream(source)
-        reader = Reader(counting)
-        p = _ProfilePass(
-            reader, kind, (lambda: counting.done, total) if progress else None, progress
-        ).run()
-        p.lost_events = max(p.lost_events, reader.lost_events)
-        return p
-    if isinstance(source, bytes | bytearray | memoryview):
-        raise TypeError("profile() takes a path or a binary file, not the bytes")
-    return _ProfilePass(iter(source), kind, None, progress).run()  # type: ignore[arg-type]
+    return read_source(
+        source,
+        "profile",
+        progress,
+        lambda ev, by: _ProfilePass(ev, kind, by, progress).run(),
+    )
 
 
 _ST = EventKind.STATE_TRANSITION
-_STACK_SAMPLE, _LABEL, _SYNC, _METRIC = (
-    EventKind.STACK_SAMPLE,
-    EventKind.LABEL,
-    EventKind.SYNC,
-    EventKind.METRIC,
-)
-_RANGE_BEGIN, _RANGE_ACTIVE, _RANGE_END = (
-    EventKind.RANGE_BEGIN,
-    EventKind.RANGE_ACTIVE,
-    EventKind.RANGE_END,
-)
+_LABEL, _SYNC, _METRIC = EventKind.LABEL, EventKind.SYNC, EventKind.METRIC
 _COROUTINE, _LOOP = ResourceKind.COROUTINE, ResourceKind.LOOP
 _LOOP_UNKNOWN = LoopState.UNDETERMINED
 _UNDETERMINED, _RUNNABLE, _RUNNING, _WAITING, _NOT_EXIST = (
@@ -244,7 +220,7 @@ _CREATED = "created"
 _STATE, _SINCE, _WHERE, _REASON, _LABEL_AT, _CREATION = range(6)
 
 
-class _ProfilePass:
+class _ProfilePass(StreamPass[Profile]):
     """_ProfilePass is one run of the profiler over a stream of events.
 
     Invariant: ``live`` holds the coroutines seen and not yet at NOT_EXIST
@@ -256,48 +232,25 @@ class _ProfilePass:
         self,
         events: Iterable[Event],
         kind: str,
-        by_bytes: tuple[Callable[[], int], int | None] | None,
+        by_bytes: ByBytes | None,
         progress: Progress | None,
     ) -> None:
-        self.events = events
+        super().__init__(events, by_bytes, progress, Profile(kind), self._name)
         self.kind = kind
         self.want = {"block": _WAITING, "sched": _RUNNABLE, "exec": _RUNNING}.get(kind)
-        self.by_bytes = by_bytes
-        self.progress = progress
         self.live: dict[int, list[Any]] = {}
         self.values: dict[Frames, list[int]] = {}
         self.creations: dict[Stack, Frames] = {}
         self._cache: dict[tuple[int, int, str, str], tuple[list[int], bool]] = {}
         self._keep: list[tuple[Frames, Stack]] = []
-        self.loops = LoopAccounting()
-        self.stalls = StallTracker(self._name)
-        self.result = Profile(kind)
-        self.error: TraceError | None = None
 
     def _name(self, coro: int) -> str:
         st = self.live.get(coro)
         return st[_LABEL_AT] if st is not None else ""
 
-    def _report(self, n: int) -> None:
-        assert self.progress is not None
-        if self.by_bytes is not None:
-            done, total = self.by_bytes
-            self.progress(done(), total)
-        else:
-            self.progress(n, None)
-
     def run(self) -> Profile:
         p = self.result
-        n, first, last = self._consume()
-        if self.error is not None:
-            if not self.error.reason.startswith(_TRUNCATED) or n == 0:
-                raise self.error
-            p.truncated = str(self.error)
-        if self.progress is not None:
-            self._report(n)
-        p.events = n
-        p.start_ns = first if first is not None else 0
-        p.end_ns = end = max(last, p.start_ns)
+        end = self._span()
         if self.want is not None:
             running = self.want is _RUNNING
             for st in self.live.values():
@@ -354,24 +307,17 @@ class _ProfilePass:
             frames = self.creations[stack] = tuple(reversed(stack.frames))
         return frames
 
-    def _consume(self) -> tuple[int, int | None, int]:
-        """Runs the pass; returns (events, first time, last time)."""
+    def _consume(self, events: Iterator[Event], last: int) -> tuple[int, int]:
+        """Runs the pass; returns (events, last time)."""
         live = self.live
         want = self.want
         add = self._add
         stalls = self.stalls
         progress = self.progress
         n = 0
-        first: int | None = None
-        last = 0
-        events: Iterator[Event] = iter(self.events)
         try:
             for ev in events:
-                first = last = ev[1]
-                events = itertools.chain((ev,), events)
-                break
-            for ev in events:
-                kind, t, coro, loop, thread, stack, d = ev
+                kind, t, _, _, thread, stack, d = ev
                 n += 1
                 if t > last:  # noqa: PLR1730 - max() costs a call per event
                     last = t
@@ -439,45 +385,11 @@ class _ProfilePass:
                             stalls.label(rid[1], d[0])
                     elif rid[0] is _LOOP:
                         self.loops.label(rid[1], d[0])
-                elif want is None:
-                    self._stall_event(kind, t, coro, loop, thread, stack, d)
-                elif kind is _METRIC and d[0] == LOST_METRIC:
-                    p = self.result
-                    p.lost_events = max(p.lost_events, int(d[1]))
+                elif want is None or kind is _METRIC:
+                    self._stall_event(ev)
         except TraceError as exc:
             self.error = exc
-        return n, first, last
-
-    def _stall_event(
-        self,
-        kind: EventKind,
-        t: int,
-        coro: int,
-        loop: int,
-        thread: int,
-        stack: Stack,
-        d: Any,
-    ) -> None:
-        stalls = self.stalls
-        if kind is _STACK_SAMPLE:
-            stalls.sample(loop, thread, coro, stack)
-        elif kind is _RANGE_BEGIN or kind is _RANGE_ACTIVE:
-            if d[0] == STALL and d[1][0] is _LOOP:
-                lid = d[1][1]
-                where = self.loops.thread_of(lid)
-                stalls.begin(
-                    lid,
-                    thread if where is None else where,
-                    t,
-                    coro if loop == lid else NO_COROUTINE,
-                    began=kind is _RANGE_BEGIN,
-                )
-        elif kind is _RANGE_END:
-            if d[0] == STALL and d[1][0] is _LOOP:
-                stalls.end(d[1][1], t)
-        elif kind is _METRIC and d[0] == LOST_METRIC:
-            p = self.result
-            p.lost_events = max(p.lost_events, int(d[1]))
+        return n, last
 
     def _fold_stalls(self, end: int) -> None:
         """Splits each stall's time over its samples' stacks (equal shares)."""

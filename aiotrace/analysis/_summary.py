@@ -2,36 +2,26 @@
 
 from __future__ import annotations
 
-import itertools
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from ..reader import (
-    LOST_METRIC,
     NO_COROUTINE,
     CoroState,
     Event,
     EventKind,
     LoopState,
-    Reader,
     ResourceKind,
-    Stack,
     TraceError,
 )
 from ._coro import UNKNOWN_REASON, CoroAccounting, CoroGroup
 from ._dist import Distribution
-from ._loops import LoopAccounting, LoopUsage
-from ._stalls import STALL, Stall, StallTracker
+from ._loops import LoopUsage
+from ._pass import ByBytes, Progress, StreamPass, read_source
+from ._stalls import Stall
 from ._tasks import RegionAccounting, TaskAccounting
-
-Progress = Callable[[int, "int | None"], None]
-"""progress(done, total), called at each generation and at the end: bytes
-read of a file (total its size, when known), or events read of an iterable
-of events (total None)."""
-
-_TRUNCATED = "the trace is truncated"
 
 
 @dataclass
@@ -76,26 +66,6 @@ class Summary:
         }
 
 
-class _CountingStream:
-    """_CountingStream counts the bytes read through it, for progress."""
-
-    def __init__(self, stream: Any) -> None:
-        self._read = stream.read
-        self.done = 0
-
-    def read(self, n: int, /) -> bytes:
-        data: bytes = self._read(n)
-        self.done += len(data) if data else 0
-        return data
-
-
-def _size(stream: Any) -> int | None:
-    try:
-        return os.fstat(stream.fileno()).st_size - int(stream.tell())
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
 def analyze(
     source: str | os.PathLike[str] | IO[bytes] | Iterable[Event],
     *,
@@ -119,33 +89,15 @@ def analyze(
             an error: the summary says so in ``truncated``).
         OSError: the file cannot be read.
     """
-    if isinstance(source, str | os.PathLike):
-        with open(source, "rb") as f:
-            return analyze(f, progress=progress)
-    if callable(getattr(source, "read", None)):
-        total = _size(source)
-        counting = _CountingStream(source)
-        reader = Reader(counting)
-        summary = _Pass(
-            reader, (lambda: counting.done, total) if progress else None, progress
-        ).run()
-        summary.lost_events = max(summary.lost_events, reader.lost_events)
-        return summary
-    if isinstance(source, bytes | bytearray | memoryview):
-        raise TypeError("analyze() takes a path or a binary file, not the bytes")
-    return _Pass(iter(source), None, progress).run()  # type: ignore[arg-type]
+    return read_source(
+        source, "analyze", progress, lambda ev, by: _Pass(ev, by, progress).run()
+    )
 
 
 _ST = EventKind.STATE_TRANSITION
-_STACK_SAMPLE = EventKind.STACK_SAMPLE
 _TASK_BEGIN, _TASK_END = EventKind.TASK_BEGIN, EventKind.TASK_END
 _REGION_BEGIN, _REGION_END = EventKind.REGION_BEGIN, EventKind.REGION_END
-_LABEL, _SYNC, _METRIC = EventKind.LABEL, EventKind.SYNC, EventKind.METRIC
-_RANGE_BEGIN, _RANGE_ACTIVE, _RANGE_END = (
-    EventKind.RANGE_BEGIN,
-    EventKind.RANGE_ACTIVE,
-    EventKind.RANGE_END,
-)
+_LABEL, _SYNC = EventKind.LABEL, EventKind.SYNC
 _COROUTINE, _LOOP = ResourceKind.COROUTINE, ResourceKind.LOOP
 _LOOP_UNKNOWN = LoopState.UNDETERMINED
 _UNDETERMINED, _RUNNABLE, _RUNNING, _WAITING, _NOT_EXIST = (
@@ -157,47 +109,23 @@ _UNDETERMINED, _RUNNABLE, _RUNNING, _WAITING, _NOT_EXIST = (
 )
 
 
-class _Pass:
+class _Pass(StreamPass[Summary]):
     """_Pass is one run of the analysis over a stream of events."""
 
     def __init__(
         self,
         events: Iterable[Event],
-        by_bytes: tuple[Callable[[], int], int | None] | None,
+        by_bytes: ByBytes | None,
         progress: Progress | None,
     ) -> None:
-        self.events = events
-        self.by_bytes = by_bytes
-        self.progress = progress
         self.coros = CoroAccounting()
         self.tasks = TaskAccounting()
         self.regions = RegionAccounting()
-        self.loops = LoopAccounting()
-        self.stalls = StallTracker(self.coros.name)
-        self.summary = Summary()
-        self.error: TraceError | None = None
-
-    def _report(self, n: int) -> None:
-        assert self.progress is not None
-        if self.by_bytes is not None:
-            done, total = self.by_bytes
-            self.progress(done(), total)
-        else:
-            self.progress(n, None)
+        super().__init__(events, by_bytes, progress, Summary(), self.coros.name)
 
     def run(self) -> Summary:
-        s = self.summary
-        n, first, last = self._consume()
-        if self.error is not None:
-            if not self.error.reason.startswith(_TRUNCATED) or n == 0:
-                raise self.error
-            s.truncated = str(self.error)
-        if self.progress is not None:
-            self._report(n)
-        s.events = n
-        s.start_ns = first if first is not None else 0
-        s.end_ns = max(last, s.start_ns)
-        end = s.end_ns
+        s = self.result
+        end = self._span()
         s.coroutines = self.coros.finish(end)
         s.tasks = self.tasks.finish()
         s.regions = self.regions.finish()
@@ -205,14 +133,14 @@ class _Pass:
         s.stalls = self.stalls.finish(end)
         return s
 
-    def _consume(self) -> tuple[int, int | None, int]:
-        """Runs the pass; returns (events, first time, last time).
+    def _consume(self, events: Iterator[Event], last: int) -> tuple[int, int]:
+        """Runs the pass; returns (events, last time).
 
         A TraceError from the reader ends the pass; it is kept in ``error``
         and the counts so far are returned (a truncated trace still has
         its summary).
         """
-        s = self.summary
+        s = self.result
         coros = self.coros
         live = coros.live
         fold = coros.fold
@@ -221,16 +149,9 @@ class _Pass:
         other = self._other
         progress = self.progress
         n = 0
-        first: int | None = None
-        last = 0
-        events: Iterator[Event] = iter(self.events)
         try:
             for ev in events:
-                first = last = ev[1]
-                events = itertools.chain((ev,), events)
-                break
-            for ev in events:
-                kind, t, coro, loop, thread, stack, d = ev
+                kind, t, _, _, thread, _, d = ev
                 n += 1
                 if t > last:  # noqa: PLR1730 - max() costs a call per event
                     last = t
@@ -290,55 +211,29 @@ class _Pass:
                     if progress is not None:
                         self._report(n)
                 else:
-                    other(kind, t, coro, loop, thread, stack, d)
+                    other(ev)
         except TraceError as exc:
             self.error = exc
-        return n, first, last
+        return n, last
 
-    def _other(
-        self,
-        kind: EventKind,
-        t: int,
-        coro: int,
-        loop: int,
-        thread: int,
-        stack: Stack,
-        d: Any,
-    ) -> None:
+    def _other(self, ev: Event) -> None:
         """Handles the events other than transitions and syncs."""
-        tasks, regions, stalls = self.tasks, self.regions, self.stalls
-        if kind is _STACK_SAMPLE:
-            stalls.sample(loop, thread, coro, stack)
-        elif kind is _TASK_BEGIN:
-            tasks.begin(d[0], d[2], t)
+        kind, t, coro, _, thread, _, d = ev
+        if kind is _TASK_BEGIN:
+            self.tasks.begin(d[0], d[2], t)
         elif kind is _TASK_END:
-            tasks.end(d[0], t)
+            self.tasks.end(d[0], t)
         elif kind is _REGION_BEGIN:
-            regions.begin(coro if coro != NO_COROUTINE else ~thread, d[0], d[1], t)
+            self.regions.begin(coro if coro != NO_COROUTINE else ~thread, d[0], d[1], t)
         elif kind is _REGION_END:
-            regions.end(coro if coro != NO_COROUTINE else ~thread, d[0], d[1], t)
+            self.regions.end(coro if coro != NO_COROUTINE else ~thread, d[0], d[1], t)
         elif kind is _LABEL:
             rid = d[1]
             if rid[0] is _COROUTINE:
                 self.coros.label(rid[1], d[0])
-                if stalls.open:
-                    stalls.label(rid[1], d[0])
+                if self.stalls.open:
+                    self.stalls.label(rid[1], d[0])
             elif rid[0] is _LOOP:
                 self.loops.label(rid[1], d[0])
-        elif kind is _RANGE_BEGIN or kind is _RANGE_ACTIVE:
-            if d[0] == STALL and d[1][0] is _LOOP:
-                lid = d[1][1]
-                where = self.loops.thread_of(lid)
-                stalls.begin(
-                    lid,
-                    thread if where is None else where,
-                    t,
-                    coro if loop == lid else NO_COROUTINE,
-                    began=kind is _RANGE_BEGIN,
-                )
-        elif kind is _RANGE_END:
-            if d[0] == STALL and d[1][0] is _LOOP:
-                stalls.end(d[1][1], t)
-        elif kind is _METRIC and d[0] == LOST_METRIC:
-            s = self.summary
-            s.lost_events = max(s.lost_events, int(d[1]))
+        else:
+            self._stall_event(ev)

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from ..reader import Event, Reader, TraceError
 
-Source = str | os.PathLike[str] | IO[bytes] | Iterable[Event]
+
+class Readable(Protocol):
+    """Anything with a binary ``read(n)``, as a file opened with ``"rb"``."""
+
+    def read(self, n: int = -1, /) -> bytes:
+        """Reads up to ``n`` bytes; ``b""`` at the end."""
+        ...
+
+
+Source = str | os.PathLike[str] | IO[bytes] | Readable | Iterable[Event]
 """What an exporter reads: a trace path, a binary file object, or events."""
 
 

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 import struct
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import analysis_scenario as sc
 import pytest
-from helpers import MIN_BUFFER, wait_until
+from helpers import MIN_BUFFER, StuckFile, aiotrace_cli, wait_until
 
 import aiotrace
 from aiotrace import analysis
@@ -23,21 +20,6 @@ def trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("cli") / "scenario.trace"
     sc.trace(str(path))
     return path
-
-
-def aiotrace_cli(
-    *args: str, stdin: bytes | None = None
-) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(
-        [sys.executable, "-m", "aiotrace", *args],
-        input=stdin,
-        capture_output=True,
-        check=False,
-        timeout=60,
-    )
-    return subprocess.CompletedProcess(
-        r.args, r.returncode, r.stdout.decode(), r.stderr.decode()
-    )
 
 
 def frames(data: bytes) -> list[tuple[int, int, int]]:
@@ -187,22 +169,6 @@ def test_missing_file_and_bad_arguments(tmp_path: Path) -> None:
     r = aiotrace_cli("stats", "--top", "0", str(tmp_path / "nope.trace"))
     assert r.returncode == 2
     assert "at least 1" in r.stderr
-
-
-class StuckFile:
-    """A binary file whose writes wait until ``released`` is set."""
-
-    def __init__(self) -> None:
-        self.released = threading.Event()
-        self.writing = threading.Event()
-        self.data = bytearray()
-
-    def write(self, data: bytes) -> int:
-        self.writing.set()
-        if not self.released.wait(60):
-            raise OSError("the test never released the sink")
-        self.data += data
-        return len(data)
 
 
 def test_lost_events_are_reported(tmp_path: Path) -> None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import aiotrace_cli
 
 import aiotrace
 from aiotrace import analysis, reader
@@ -287,21 +286,6 @@ def test_bad_kind_and_bad_input(tmp_path: Path) -> None:
     bad.write_bytes(b"NOTATRACE!" * 3)
     with pytest.raises(reader.TraceError):
         analysis.profile(bad, "block")
-
-
-def aiotrace_cli(
-    *args: str, stdin: bytes | None = None
-) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(
-        [sys.executable, "-m", "aiotrace", *args],
-        input=stdin,
-        capture_output=True,
-        check=False,
-        timeout=60,
-    )
-    return subprocess.CompletedProcess(
-        r.args, r.returncode, r.stdout.decode(), r.stderr.decode()
-    )
 
 
 @pytest.fixture(scope="module")
