@@ -424,3 +424,14 @@ def event_mix(events: Sequence[Event]) -> str:
     return ", ".join(
         f"{BY_CODE[code].name} {100 * k / len(events):.0f}%" for code, k in parts
     )
+
+
+def read_typed(path: str) -> int:
+    """Streams the trace's typed events; returns how many there were."""
+    from aiotrace.reader import Reader
+
+    n = 0
+    with open(path, "rb") as f:
+        for _ in Reader(f):
+            n += 1
+    return n

@@ -42,7 +42,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from _common import NoiseProbe, environment, print_table, summarize
+from _common import NoiseProbe, environment, print_table, read_typed, summarize
 
 import aiotrace
 from aiotrace import _recorder
@@ -208,16 +208,6 @@ def write_trace(path: str, n: int) -> float:
     if tracer.lost_events:
         raise RuntimeError(f"the writer dropped {tracer.lost_events} events")
     return time.monotonic() - t0
-
-
-def read_typed(path: str) -> int:
-    from aiotrace.reader import Reader
-
-    n = 0
-    with open(path, "rb") as f:
-        for _ in Reader(f):
-            n += 1
-    return n
 
 
 def run_analyze(path: str) -> int:

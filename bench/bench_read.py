@@ -50,6 +50,7 @@ from _common import (
     environment,
     event_mix,
     print_table,
+    read_typed,
     scheduling_events,
     summarize,
 )
@@ -89,15 +90,6 @@ def read_raw(path: str) -> int:
     n = 0
     with open(path, "rb") as f:
         for _ in Reader(f).raw():
-            n += 1
-    return n
-
-
-def read_typed(path: str) -> int:
-    """Streams the trace's typed events; returns how many there were."""
-    n = 0
-    with open(path, "rb") as f:
-        for _ in Reader(f):
             n += 1
     return n
 
