@@ -44,7 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "realworld"))
 
-import realprograms as rp  # noqa: E402
+import realprograms as rp
 
 WORKERS = 8
 

@@ -113,10 +113,16 @@ def traced_server(
         raise AssertionError(f"{script} exited {proc.returncode}: {out}\n{err}")
 
 
-def run_traced(trace: Path, script: str, *args: str, timeout: float = 120) -> Finished:
-    """Runs the client ``apps/script`` under `aiotrace run` to its end."""
+def run_traced(
+    trace: Path, script: str, *args: str, timeout: float = 120, under_run: bool = True
+) -> Finished:
+    """Runs the client ``apps/script`` to its end: under `aiotrace run` into
+    ``trace``, or (``under_run`` false) by itself with ``--trace trace``."""
+    prog = (str(APPS / script), *args)
     r = subprocess.run(
-        aiotrace_run(trace, str(APPS / script), *args),
+        aiotrace_run(trace, *prog)
+        if under_run
+        else [sys.executable, *prog, "--trace", str(trace)],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -272,3 +278,29 @@ def summarise(path: Path, problems_kept: int = 20) -> TraceSummary:
 def in_ci() -> bool:
     """Whether this runs in CI, where nothing may be skipped for want of a tool."""
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def drive(base: str, paths: list[str], concurrency: int) -> collections.Counter[int]:
+    """Requests ``base + path`` for each of ``paths`` with an httpx client,
+    ``concurrency`` at a time; returns how many answered each status."""
+    import asyncio
+
+    import httpx
+
+    async def main() -> collections.Counter[int]:
+        statuses: collections.Counter[int] = collections.Counter()
+        todo = list(reversed(paths))
+        limits = httpx.Limits(max_connections=concurrency)
+        async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+
+            async def worker() -> None:
+                while todo:
+                    r = await client.get(base + todo.pop())
+                    statuses[r.status_code] += 1
+
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(concurrency):
+                    tg.create_task(worker())
+        return statuses
+
+    return asyncio.run(main())

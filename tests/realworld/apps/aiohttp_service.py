@@ -1,10 +1,15 @@
 """An aiohttp service with aiotrace's middleware, on an inherited socket.
 
-    python aiohttp_service.py FD
+    python aiohttp_service.py FD [--flight]
 
 Its handlers answer at once, sleep, fan out to child tasks, queue work for
 a consumer task and hand a computation to a thread; the middleware makes
 each request a task. It stops on SIGINT, as `web.run_app` does.
+
+With ``--flight`` it also keeps an always-on flight recorder of 512 KiB,
+served at /debug/aiotrace/flight, as a service would to catch its own
+stalls. A flight recorder asks for generations of 64 KiB, and the whole
+recording, including `aiotrace run`'s trace, is then cut that often.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+import aiotrace
 from aiotrace.contrib import aiohttp as aiotrace_aiohttp
 
 QUEUE: web.AppKey[asyncio.Queue[asyncio.Future[int]]] = web.AppKey("queue")
@@ -59,8 +65,17 @@ async def run_consumer(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
 
 
-def make_app() -> web.Application:
+def make_app(flight: bool) -> web.Application:
     app = web.Application(middlewares=[aiotrace_aiohttp.middleware()])
+    if flight:
+        recorder = aiotrace.FlightRecorder(max_bytes=512 << 10)
+        recorder.start()
+        aiotrace_aiohttp.add_debug_routes(app, flight_recorder=recorder)
+
+        async def stop_recorder(app: web.Application) -> None:
+            recorder.stop()
+
+        app.on_cleanup.append(stop_recorder)
     app.router.add_get("/", hello)
     app.router.add_get("/work", work)
     app.router.add_get("/slow", slow)
@@ -70,7 +85,8 @@ def make_app() -> web.Application:
 
 def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
-    web.run_app(make_app(), sock=sock, print=None, shutdown_timeout=5)
+    app = make_app("--flight" in sys.argv[2:])
+    web.run_app(app, sock=sock, print=None, shutdown_timeout=5)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """httpx's AsyncClient with a pool of 2 connections and more concurrent requests.
 
     python httpx_client.py URL (--requests N | --seconds S) [--workers W]
+                           [--trace FILE]
 
 W workers share one AsyncClient limited to 2 connections, so the others
 wait in httpcore's pool for a connection. Prints a JSON line: the requests
-made and how many answered 200.
+made and how many answered 200. With ``--trace`` the program traces itself
+through the library, with ``block_stacks=True`` (what `aiotrace profile`
+asks for), instead of being run under `aiotrace run`.
 """
 
 from __future__ import annotations
@@ -64,5 +67,12 @@ if __name__ == "__main__":
     p.add_argument("--requests", type=int)
     p.add_argument("--seconds", type=float)
     p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--trace")
     a = p.parse_args()
-    asyncio.run(main(a.url, a.requests, a.seconds, a.workers))
+    if a.trace is None:
+        asyncio.run(main(a.url, a.requests, a.seconds, a.workers))
+    else:
+        import aiotrace
+
+        with aiotrace.tracing(a.trace, block_stacks=True):
+            asyncio.run(main(a.url, a.requests, a.seconds, a.workers))

@@ -9,6 +9,7 @@ user pressing Ctrl-C, and this script then exits 0.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -24,10 +25,9 @@ def main() -> None:
     config = uvicorn.Config(
         "starlette_app:app", loop=loop, http="h11", lifespan="on", log_level="warning"
     )
-    try:
+    # uvicorn re-raises the SIGINT it shut down on; this server is done.
+    with contextlib.suppress(KeyboardInterrupt):
         uvicorn.Server(config).run(sockets=[sock])
-    except KeyboardInterrupt:
-        pass  # uvicorn re-raises the SIGINT it shut down on; this server is done
 
 
 if __name__ == "__main__":

@@ -1,0 +1,62 @@
+"""An aiohttp service with aiotrace's middleware under bounded concurrent load.
+
+The service (apps/aiohttp_service.py) runs under `aiotrace run` with an
+always-on flight recorder of its own, which cuts the whole recording into
+64 KiB generations: a few seconds of load then span a dozen generations,
+and many steps cross a cut. httpx in this process sends a fixed number of
+requests, 16 at a time, to three routes: one that answers at once, one
+that gathers children, queues work for a consumer task and calls a thread,
+one that sleeps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+from realprograms import drive, summarise, traced_server
+
+ROUNDS = 400  # each round is 3 requests: /, /work, /slow
+
+
+def test_aiohttp_service_under_load_trace_is_exact(
+    trace_file: Path, tmp_path: Path
+) -> None:
+    """1,200 requests, 16 at a time, then one flight snapshot: the trace and
+    the snapshot validate with no lost event and no annotation without its
+    coroutine; in the trace each request is one ``http.request`` task that
+    begins and ends, with its method, path and status logged, and each /work
+    request's three children, its queue hand-off and its thread call are
+    there."""
+    snapshot = tmp_path / "flight.trace"
+    with traced_server(trace_file, "aiohttp_service.py", "--flight") as url:
+        statuses = drive(url, ["/", "/work", "/slow"] * ROUNDS, concurrency=16)
+        r = httpx.get(f"{url}/debug/aiotrace/flight", timeout=60)
+        assert r.status_code == 200, r.text
+        snapshot.write_bytes(r.content)
+    requests = 3 * ROUNDS + 1  # and the snapshot's
+    assert statuses == {200: requests - 1}
+
+    s = summarise(trace_file)
+    assert s.problem_count == 0, s.problems
+    assert s.lost_events == 0
+    assert s.annotations_without_coroutine == 0
+    assert s.kinds["SYNC"] >= 8, "the trace should span many generations"
+    assert len(s.loops) == 1, s.brief()
+    assert s.task_types == {"http.request": requests}
+    assert s.tasks_ended == requests
+    for category in ("http.method", "http.path", "http.status"):
+        assert s.logs[category] == requests, category
+    assert s.ended("aiohttp_child") == 3 * ROUNDS
+    assert len(s.coroutines("RequestHandler._handle_request")) == requests
+    assert s.ended("consumer", "cancelled") == 1
+    # One asyncio.to_thread per /work, and the snapshot is written off the loop.
+    assert s.blocks["executor"] >= ROUNDS
+    assert s.blocks["gather"] >= ROUNDS
+    assert s.blocks["queue"] >= 1  # the consumer waits for work
+
+    f = summarise(snapshot)
+    assert f.problem_count == 0, f.problems
+    assert f.annotations_without_coroutine == 0
+    assert f.kinds["SYNC"] >= 2, "a snapshot of a few generations"
+    assert f.task_types["http.request"] >= 1

@@ -1,0 +1,47 @@
+"""redis-py's asyncio client against a real redis-server, under `aiotrace run`.
+
+The redis-server is the apt package's binary, started by the test on a free
+port of 127.0.0.1 without persistence. The client (apps/redis_client.py)
+runs 8 workers over one connection pool: SET, GET, INCR, and a pipeline
+every tenth operation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from realprograms import run_traced, summarise
+
+OPS = 800
+WORKERS = 8
+
+
+def test_redis_client_trace_is_exact(redis_port: int, trace_file: Path) -> None:
+    """800 operations from 8 workers: the program's own result is right (the
+    counter INCRed 800 times), and the trace validates with no lost event,
+    holds its 8 worker coroutines (each returned), the tasks redis-py makes
+    to send each command (each returned; at least one per command or
+    pipeline), and the workers' waits for redis's replies."""
+    r = run_traced(
+        trace_file, "redis_client.py", str(redis_port),
+        "--ops", str(OPS), "--workers", str(WORKERS),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"ops": OPS, "counter": OPS}
+    s = summarise(trace_file)
+    assert s.problem_count == 0, s.problems
+    assert s.lost_events == 0
+    assert s.annotations_without_coroutine == 0
+    assert len(s.loops) == 1, s.brief()
+    assert s.ended("redis_worker") == WORKERS
+    assert len(s.coroutines("main")) == 1
+    # Each command (and each pipeline) is sent from a task of its own: SET,
+    # GET, INCR per operation and a pipeline every tenth (and the commands
+    # redis-py sends as each connection opens).
+    sends = 3 * OPS + OPS // 10
+    assert s.ended("AbstractConnection._send_packed_command") >= sends
+    assert len(s.coroutines("AbstractConnection._send_packed_command")) == s.ended(
+        "AbstractConnection._send_packed_command"
+    )
+    assert s.blocks["io"] >= 1, s.blocks  # waiting for redis's replies
