@@ -11,14 +11,27 @@ one that sleeps.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from realprograms import drive, summarise, traced_server
 
 ROUNDS = 400  # each round is 3 requests: /, /work, /slow
 
+EAGER_TASK_CTOR = pytest.mark.xfail(
+    sys.version_info >= (3, 12),
+    reason="aiohttp starts each connection's and each request's task with "
+    "asyncio.Task(coro, loop=loop, eager_start=True) on 3.12+, which the hooks "
+    "miss: the eager first step (the middleware's task and region begin) is "
+    "recorded as the creating coroutine's, and a task that ends eagerly is "
+    "not in the trace at all",
+    strict=True,
+)
 
+
+@EAGER_TASK_CTOR
 def test_aiohttp_service_under_load_trace_is_exact(
     trace_file: Path, tmp_path: Path
 ) -> None:
