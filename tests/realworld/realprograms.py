@@ -217,6 +217,16 @@ class TraceSummary:
         """How many coroutines labelled ``label`` ended for ``reason``."""
         return sum(1 for c in self.coroutines(label) if self.ends.get(c) == reason)
 
+    def check_exact(self) -> None:
+        """Asserts what every trace of a real program must hold: 0 problems,
+        no lost event, every annotation event with its coroutine, exactly one
+        event loop, and a reason for every block."""
+        assert self.problem_count == 0, self.problems
+        assert self.lost_events == 0
+        assert self.annotations_without_coroutine == 0, self.brief()
+        assert len(self.loops) == 1, self.brief()
+        assert "" not in self.blocks, f"blocks without a reason: {self.blocks}"
+
     def brief(self) -> str:
         """One line: problems, events, annotation events without a coroutine."""
         return (
@@ -270,7 +280,10 @@ def summarise(path: Path, problems_kept: int = 20) -> TraceSummary:
                 for p in validator.problems:
                     s.problem_count += 1
                     if len(s.problems) < problems_kept:
-                        s.problems.append(str(p))
+                        text = str(p)
+                        s.problems.append(
+                            text if len(text) < 300 else text[:300] + "..."
+                        )
                 validator.problems.clear()  # memory stays bounded
     return s
 

@@ -37,10 +37,7 @@ def test_httpx_small_pool_under_aiotrace_run(trace_file: Path, tmp_path: Path) -
     connection)."""
     _run_client(trace_file, tmp_path, under_run=True)
     s = summarise(trace_file)
-    assert s.problem_count == 0, s.problems
-    assert s.lost_events == 0
-    assert s.annotations_without_coroutine == 0
-    assert len(s.loops) == 1, s.brief()
+    s.check_exact()
     assert s.ended("httpx_worker") == WORKERS
     connects = [lab for lab in s.labels.values() if "connect_tcp" in lab]
     assert len(connects) == 2, connects
@@ -55,8 +52,7 @@ def test_httpx_pool_waits_are_named_with_block_stacks(
     it (at least 6 times; each later wait for a freed connection adds one)."""
     _run_client(trace_file, tmp_path, under_run=False)
     s = summarise(trace_file)
-    assert s.problem_count == 0, s.problems
-    assert s.lost_events == 0
+    s.check_exact()
     assert s.ended("httpx_worker") == WORKERS
     pool_waits = sum(
         n for func, n in s.block_funcs.items() if func.endswith("wait_for_connection")

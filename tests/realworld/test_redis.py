@@ -31,10 +31,7 @@ def test_redis_client_trace_is_exact(redis_port: int, trace_file: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"ops": OPS, "counter": OPS}
     s = summarise(trace_file)
-    assert s.problem_count == 0, s.problems
-    assert s.lost_events == 0
-    assert s.annotations_without_coroutine == 0
-    assert len(s.loops) == 1, s.brief()
+    s.check_exact()
     assert s.ended("redis_worker") == WORKERS
     assert len(s.coroutines("main")) == 1
     send = "AbstractConnection._send_packed_command"

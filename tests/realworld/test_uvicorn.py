@@ -34,10 +34,7 @@ def test_uvicorn_starlette_trace_is_exact(loop: str, trace_file: Path) -> None:
         statuses = drive(url, ["/", "/work"] * HELLO, concurrency=8)
     assert statuses == {200: HELLO + WORK}
     s = summarise(trace_file)
-    assert s.problem_count == 0, s.problems
-    assert s.lost_events == 0
-    assert s.annotations_without_coroutine == 0
-    assert len(s.loops) == 1, s.brief()
+    s.check_exact()
     assert len(s.coroutines("RequestResponseCycle.run_asgi")) == HELLO + WORK
     assert s.ended("RequestResponseCycle.run_asgi") == HELLO + WORK
     assert s.ended("starlette_child") == 3 * WORK
