@@ -24,7 +24,9 @@ on PATH, else by 8 httpx workers in this process. For each program it
 prints the validator's problems (the first few, then the count), the
 events, the annotation events (tasks, regions, logs) recorded with no
 coroutine, events lost, and the requests or operations the load counted
-against what the trace holds. Exit status 1 if any trace has a problem.
+against what the trace holds, and for servers how long `aiotrace run` took
+from SIGINT to exit (it prints its summary). Exit status 1 if any trace has
+a problem.
 """
 
 from __future__ import annotations
@@ -92,11 +94,15 @@ def load(url: str, seconds: float) -> int:
 
 def soak_uvicorn(loop: str) -> Callable[[Path, float, Path], dict[str, Any]]:
     def soak(trace: Path, seconds: float, work: Path) -> dict[str, Any]:
-        with rp.traced_server(trace, "serve_uvicorn.py", loop) as url:
+        ended = rp.Exit()
+        with rp.traced_server(
+            trace, "serve_uvicorn.py", loop, quiet=False, exit=ended
+        ) as url:
             served = load(f"{url}/work", seconds)
         s = rp.summarise(trace)
         return {
             "summary": s,
+            "exit": ended,
             "load_counted": served,
             "trace_counted": s.ended("RequestResponseCycle.run_asgi"),
             "counted_what": "run_asgi coroutines that returned",
@@ -106,11 +112,13 @@ def soak_uvicorn(loop: str) -> Callable[[Path, float, Path], dict[str, Any]]:
 
 
 def soak_aiohttp(trace: Path, seconds: float, work: Path) -> dict[str, Any]:
-    with rp.traced_server(trace, "aiohttp_service.py") as url:
+    ended = rp.Exit()
+    with rp.traced_server(trace, "aiohttp_service.py", quiet=False, exit=ended) as url:
         served = load(f"{url}/work", seconds)
     s = rp.summarise(trace)
     return {
         "summary": s,
+        "exit": ended,
         "load_counted": served,
         "trace_counted": s.task_types["http.request"],
         "counted_what": "http.request tasks begun",
@@ -194,6 +202,13 @@ def main() -> int:
             f"{res['counted_what']}"
         )
         print(f"  block reasons: {dict(s.blocks.most_common(8))}")
+        if "exit" in res:
+            summary = res["exit"].stderr.strip().splitlines()
+            print(
+                f"  SIGINT to exit (with aiotrace run's summary): "
+                f"{res['exit'].seconds:.2f} s; summary's first line: "
+                f"{summary[0] if summary else '(none)'}"
+            )
         for prob in s.problems[:5]:
             print(f"  problem: {prob}")
         figures[name] = {
@@ -209,6 +224,8 @@ def main() -> int:
             "trace_counted": res["trace_counted"],
             "counted_what": res["counted_what"],
             "blocks": dict(s.blocks),
+            "exit_seconds": res["exit"].seconds if "exit" in res else None,
+            "exit_summary": res["exit"].stderr if "exit" in res else None,
         }
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

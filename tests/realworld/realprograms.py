@@ -49,21 +49,11 @@ def listening_socket() -> socket.socket:
     return sock
 
 
-def aiotrace_run(
-    trace: Path, *program: str, options: tuple[str, ...] = ()
-) -> list[str]:
-    """The command that runs ``program`` under ``aiotrace run`` into ``trace``."""
-    return [
-        sys.executable,
-        "-m",
-        "aiotrace",
-        "run",
-        "-q",
-        "-o",
-        str(trace),
-        *options,
-        *program,
-    ]
+def aiotrace_run(trace: Path, *program: str, quiet: bool = True) -> list[str]:
+    """The command that runs ``program`` under ``aiotrace run`` into ``trace``
+    (``quiet``: without the exit summary)."""
+    q = ["-q"] if quiet else []
+    return [sys.executable, "-m", "aiotrace", "run", *q, "-o", str(trace), *program]
 
 
 @dataclass
@@ -75,21 +65,36 @@ class Finished:
     stderr: str
 
 
+@dataclass
+class Exit:
+    """How a server ended: seconds from its SIGINT to its exit, its stderr."""
+
+    seconds: float = 0.0
+    stderr: str = ""
+
+
 @contextlib.contextmanager
 def traced_server(
-    trace: Path, script: str, *args: str, traced: bool = True
+    trace: Path,
+    script: str,
+    *args: str,
+    traced: bool = True,
+    quiet: bool = True,
+    exit: Exit | None = None,
 ) -> Iterator[str]:
     """Runs the server ``apps/script`` on a fresh listening socket, under
     `aiotrace run` unless ``traced`` is false; yields its base URL.
 
     On exit the server gets SIGINT, as from Ctrl-C, and must exit 0 within a
-    minute (failing otherwise, with its stderr).
+    minute (failing otherwise, with its stderr); ``exit``, if given, gets
+    how long that took and the server's stderr (with ``quiet`` false, the
+    exit summary).
     """
     sock = listening_socket()
     port = sock.getsockname()[1]
     fd = str(sock.fileno())
     prog = (str(APPS / script), fd, *args)
-    cmd = aiotrace_run(trace, *prog) if traced else [sys.executable, *prog]
+    cmd = aiotrace_run(trace, *prog, quiet=quiet) if traced else [sys.executable, *prog]
     proc = subprocess.Popen(
         cmd,
         pass_fds=(sock.fileno(),),
@@ -101,6 +106,7 @@ def traced_server(
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
+        t0 = time.monotonic()
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
         try:
@@ -109,6 +115,8 @@ def traced_server(
             proc.kill()
             out, err = proc.communicate()
             raise AssertionError(f"{script} did not stop on SIGINT: {err}") from None
+        if exit is not None:
+            exit.seconds, exit.stderr = time.monotonic() - t0, err
     if proc.returncode != 0:
         raise AssertionError(f"{script} exited {proc.returncode}: {out}\n{err}")
 
