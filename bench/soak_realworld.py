@@ -24,8 +24,9 @@ on PATH, else by 8 httpx workers in this process. For each program it
 prints the validator's problems (the first few, then the count), the
 events, the annotation events (tasks, regions, logs) recorded with no
 coroutine, events lost, and the requests or operations the load counted
-against what the trace holds, and for servers how long `aiotrace run` took
-from SIGINT to exit (it prints its summary). Exit status 1 if any trace has
+against what the trace holds, and for servers its resident memory at the
+end of the load and how long `aiotrace run` took from SIGINT to exit (it
+prints its summary). Exit status 1 if any trace has
 a problem.
 """
 
@@ -205,7 +206,8 @@ def main() -> int:
         if "exit" in res:
             summary = res["exit"].stderr.strip().splitlines()
             print(
-                f"  SIGINT to exit (with aiotrace run's summary): "
+                f"  RSS before SIGINT {res['exit'].rss_bytes / 2**20:.0f} MiB; "
+                f"SIGINT to exit (with aiotrace run's summary): "
                 f"{res['exit'].seconds:.2f} s; summary's first line: "
                 f"{summary[0] if summary else '(none)'}"
             )
@@ -225,6 +227,7 @@ def main() -> int:
             "counted_what": res["counted_what"],
             "blocks": dict(s.blocks),
             "exit_seconds": res["exit"].seconds if "exit" in res else None,
+            "rss_bytes": res["exit"].rss_bytes if "exit" in res else None,
             "exit_summary": res["exit"].stderr if "exit" in res else None,
         }
     if args.json:

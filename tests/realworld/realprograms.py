@@ -67,8 +67,10 @@ class Finished:
 
 @dataclass
 class Exit:
-    """How a server ended: seconds from its SIGINT to its exit, its stderr."""
+    """How a server ended: its resident memory just before SIGINT, seconds
+    from its SIGINT to its exit, its stderr."""
 
+    rss_bytes: int = 0
     seconds: float = 0.0
     stderr: str = ""
 
@@ -106,6 +108,10 @@ def traced_server(
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
+        if exit is not None and proc.poll() is None:
+            import psutil
+
+            exit.rss_bytes = psutil.Process(proc.pid).memory_info().rss
         t0 = time.monotonic()
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
