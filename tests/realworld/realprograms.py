@@ -49,11 +49,14 @@ def listening_socket() -> socket.socket:
     return sock
 
 
-def aiotrace_run(trace: Path, *program: str, quiet: bool = True) -> list[str]:
-    """The command that runs ``program`` under ``aiotrace run`` into ``trace``
-    (``quiet``: without the exit summary)."""
+def aiotrace_run(
+    trace: Path, *program: str, quiet: bool = True, options: tuple[str, ...] = ()
+) -> list[str]:
+    """The command that runs ``program`` under ``aiotrace run OPTIONS`` into
+    ``trace`` (``quiet``: without the exit summary)."""
     q = ["-q"] if quiet else []
-    return [sys.executable, "-m", "aiotrace", "run", *q, "-o", str(trace), *program]
+    run = [sys.executable, "-m", "aiotrace", "run", *q, *options]
+    return [*run, "-o", str(trace), *program]
 
 
 @dataclass
@@ -82,10 +85,11 @@ def traced_server(
     *args: str,
     traced: bool = True,
     quiet: bool = True,
+    options: tuple[str, ...] = (),
     exit: Exit | None = None,
 ) -> Iterator[str]:
     """Runs the server ``apps/script`` on a fresh listening socket, under
-    `aiotrace run` unless ``traced`` is false; yields its base URL.
+    `aiotrace run OPTIONS` unless ``traced`` is false; yields its base URL.
 
     On exit the server gets SIGINT, as from Ctrl-C, and must exit 0 within a
     minute (failing otherwise, with its stderr); ``exit``, if given, gets
@@ -96,7 +100,11 @@ def traced_server(
     port = sock.getsockname()[1]
     fd = str(sock.fileno())
     prog = (str(APPS / script), fd, *args)
-    cmd = aiotrace_run(trace, *prog, quiet=quiet) if traced else [sys.executable, *prog]
+    cmd = (
+        aiotrace_run(trace, *prog, quiet=quiet, options=options)
+        if traced
+        else [sys.executable, *prog]
+    )
     proc = subprocess.Popen(
         cmd,
         pass_fds=(sock.fileno(),),

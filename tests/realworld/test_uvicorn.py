@@ -15,7 +15,6 @@ from realprograms import drive, summarise, traced_server
 
 HELLO, WORK = 150, 150
 
-
 UVLOOP_LATE = pytest.mark.xfail(
     reason="issue 12 item 1: uvloop imported by the program after tracing "
     "started is not traced (no loop, no coroutine)",
@@ -44,3 +43,21 @@ def test_uvicorn_starlette_trace_is_exact(loop: str, trace_file: Path) -> None:
     # Each /work request gathers its children and sleeps at least once.
     assert s.blocks["gather"] >= WORK
     assert s.blocks["sleep"] >= WORK
+
+
+def test_uvicorn_flight_snapshot_at_exit_is_exact(trace_file: Path) -> None:
+    """The same server under ``aiotrace run --flight 60 --flight-max-mib 0.5``:
+    the flight recorder cuts generations of 64 KiB, and the snapshot written
+    at exit validates with no annotation without its coroutine; it holds
+    whole generations only, so at most every request, at least one."""
+    options = ("--flight", "60", "--flight-max-mib", "0.5")
+    with traced_server(
+        trace_file, "serve_uvicorn.py", "asyncio", options=options
+    ) as url:
+        statuses = drive(url, ["/", "/work"] * HELLO, concurrency=8)
+    assert statuses == {200: HELLO + WORK}
+    s = summarise(trace_file)
+    s.check_exact()
+    assert s.kinds["SYNC"] >= 2, "the snapshot should hold several generations"
+    assert 1 <= s.ended("RequestResponseCycle.run_asgi") <= HELLO + WORK
+    assert s.kinds["REGION_BEGIN"] <= WORK
