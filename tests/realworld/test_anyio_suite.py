@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 from realprograms import in_ci, summarise
 
+import aiotrace
+
 SUBSET = ["tests/test_synchronization.py", "tests/test_taskgroups.py"]
 SELECT = "asyncio and not uvloop"
 
@@ -36,6 +38,12 @@ class SuiteRun:
     passed: int
 
 
+def _pythonpath() -> str:
+    """PYTHONPATH with the aiotrace under test first, whatever the cwd."""
+    here = str(Path(aiotrace.__file__).resolve().parent.parent)
+    return os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+
+
 def _run_suite(root: Path, *args: str) -> SuiteRun:
     r = subprocess.run(
         [
@@ -47,7 +55,7 @@ def _run_suite(root: Path, *args: str) -> SuiteRun:
         text=True,
         timeout=600,
         check=False,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": _pythonpath()},
     )  # fmt: skip
     out = r.stdout + r.stderr
     failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", out, re.MULTILINE)
@@ -66,7 +74,7 @@ def anyio_tests(
     ver = version("anyio")
     cache = getattr(request.config, "cache", None)
     base = (
-        cache.mkdir("aiotrace-anyio-sdist")
+        cache.mkdir(f"aiotrace-anyio-sdist-{ver}")  # shared with tests/runtime
         if cache is not None
         else tmp_path_factory.mktemp("anyio-sdist")
     )
@@ -87,11 +95,13 @@ def anyio_tests(
             if in_ci():
                 pytest.fail(why)
             pytest.skip(why)
-    partial = base / f"anyio-{ver}.partial"
+    staging = base / f"staging-{os.getpid()}"
     with tarfile.open(archive) as tar:
-        tar.extractall(partial, filter="data")
-    (partial / f"anyio-{ver}").rename(root)  # whole, or not there at all
-    partial.rmdir()
+        tar.extractall(staging, filter="data")
+    try:
+        (staging / f"anyio-{ver}").rename(root)  # whole, or not there at all
+    except OSError:  # another session got there first: either copy will do
+        assert (root / "tests" / "conftest.py").exists()
     return root
 
 
