@@ -24,6 +24,11 @@ from realprograms import in_ci, summarise
 
 import aiotrace
 
+# The first test's setup downloads the sdist and runs the subset (about 30 s
+# on an idle machine, eager tasks doubling it on 3.12+): more than pytest's
+# 120 s per test on a loaded one would be a hang, not this.
+pytestmark = pytest.mark.timeout(300)
+
 SUBSET = ["tests/test_synchronization.py", "tests/test_taskgroups.py"]
 SELECT = "asyncio and not uvloop"
 
