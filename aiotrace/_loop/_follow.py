@@ -12,6 +12,7 @@ the patched module. The finder leaves at ``Hooks.uninstall``.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -96,10 +97,8 @@ class _Finder:
                     del loader.exec_module
             finder._imported(fullname)
 
-        try:
+        with contextlib.suppress(AttributeError, TypeError):  # __slots__
             loader.exec_module = exec_then_hook
-        except (AttributeError, TypeError):  # a loader with __slots__
-            pass
         return spec
 
     def _imported(self, name: str) -> None:
