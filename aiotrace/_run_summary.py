@@ -214,7 +214,7 @@ def summary(
     events += follower.steps  # as a reader counts them
     lines = [
         f"aiotrace: trace written to {path} "
-        f"({events:,} events, {format_duration(duration)})"
+        f"({events:,} events recorded, {format_duration(duration)})"
     ]
     if changed:
         lines.append(f"aiotrace: {changed}")

@@ -258,6 +258,7 @@ class _Recording:
     args: argparse.Namespace
     stop: Callable[[], None]
     counts: Callable[[], tuple[int, int, int]]  # events, lost, bytes written
+    whole: Callable[[], bool]  # whether the file has been written whole
     follower: Follower
     finished: bool = False
     stopped: bool = False
@@ -316,7 +317,7 @@ class _Recording:
 
     def interrupted(self) -> str:
         """What a second Ctrl-C, while the trace was being finished, left."""
-        if self.stopped:
+        if self.stopped or self.whole():
             return (
                 f"aiotrace: interrupted; the trace {self.path} is whole "
                 "(no summary printed)"
@@ -360,6 +361,7 @@ def _record(path: str, args: argparse.Namespace) -> _Recording:
             args,
             tracer.stop,
             lambda: (tracer.events, tracer.lost_events, tracer.bytes_written),
+            lambda: tracer._writer_done.is_set() and tracer.error is None,
             follower,
         )
     rec = FlightRecorder(
@@ -385,6 +387,7 @@ def _record(path: str, args: argparse.Namespace) -> _Recording:
         args,
         stop,
         lambda: (drainer.events, drainer.lost_events, written[0]),
+        lambda: written[0] > 0,
         follower,
     )
 
