@@ -113,8 +113,10 @@ class Follower:
                 if ev[2] == STALL and ev[3] == _LOOP:
                     prev = events[i - 1] if i else self._last.get(thread)
                     # A stall seen when its step ended follows that step's record.
-                    stepped = prev and prev[0] in _STEPS and prev[1] == ev[1]
-                    self._begin(ev[4], thread, ev[1], prev[2] if stepped else -1)
+                    cid = -1
+                    if prev is not None and prev[0] in _STEPS and prev[1] == ev[1]:
+                        cid = prev[2]
+                    self._begin(ev[4], thread, ev[1], cid)
             elif code == _RANGE_END:
                 if ev[2] == STALL and ev[3] == _LOOP:
                     st = self._open.pop(ev[4], None)
