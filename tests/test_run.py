@@ -7,6 +7,7 @@ and compares what the program saw and what the user saw.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -813,3 +814,53 @@ def test_max_buffer_goes_without_flight(tmp_path: Path) -> None:
     assert traced.returncode == 2
     assert "--flight-max-mib" in traced.stderr
     assert os.listdir(tmp_path) == ["p.py"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a FIFO and SIGINT")
+def test_a_second_ctrl_c_while_finishing_says_what_it_left(tmp_path: Path) -> None:
+    """The trace goes to a FIFO that nobody reads, so finishing it blocks
+    once the pipe is full. Ctrl-C then (after the program's last line ran)
+    leaves at once: aiotrace says the trace is cut short, and the process
+    dies of SIGINT."""
+    _write(
+        tmp_path / "chatty.py",
+        """
+        import aiotrace
+        for i in range(20000):
+            aiotrace.log("chat", "x" * 100)
+        print("done", flush=True)
+        """,
+    )
+    fifo = tmp_path / "t.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        with subprocess.Popen(
+            [*RUN, "-o", "t.fifo", "chatty.py"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as proc:
+            try:
+                assert proc.stdout is not None and proc.stderr is not None
+                assert proc.stdout.readline() == "done\n"
+                # Until the process is gone: a signal that lands before the
+                # finishing began interrupts what is left of the program.
+                while proc.poll() is None:
+                    proc.send_signal(signal.SIGINT)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(timeout=1)
+                stderr = proc.stderr.read()
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    finally:
+        os.close(reader)
+    assert proc.returncode == -signal.SIGINT
+    assert (
+        "aiotrace: interrupted while finishing the trace; t.fifo is cut short "
+        "(aiotrace reads it up to the cut, with a warning)\n"
+    ) in stderr
+    assert "aiotrace: trace written to" not in stderr
