@@ -250,3 +250,45 @@ def test_uvicorn_loop_auto_picks_uvloop_and_is_traced(tmp_path: Path) -> None:
     assert "Loop in MainThread" in _labels(events, ResourceKind.LOOP).values()
     ended = _ended_by_label(events)
     assert ended[("RequestResponseCycle.run_asgi", "returned")] == 3, ended
+
+
+def test_the_import_hook_leaves_at_stop_and_undoes_its_patches(
+    tmp_path: Path,
+) -> None:
+    """While tracing, one finder waits first on sys.meta_path for the
+    flavours not yet imported; stop() removes it and undoes the patches it
+    made on import, and an import after stop() patches nothing."""
+    script = tmp_path / "hook.py"
+    script.write_text(
+        NOT_YET
+        + textwrap.dedent(
+            """
+            import sys
+            import aiotrace
+
+            before = list(sys.meta_path)
+            aiotrace.start("t.trace")
+            added = [f for f in sys.meta_path if f not in before]
+            assert len(added) == 1 and sys.meta_path[0] is added[0], sys.meta_path
+            import uvloop
+            patched = "create_task" in vars(uvloop.Loop)
+            aiotrace.stop()
+            assert sys.meta_path == before, sys.meta_path
+            unpatched = "create_task" not in vars(uvloop.Loop)
+            import trio
+            run = trio.run
+            print(patched, unpatched, getattr(run, "__wrapped__", None) is None)
+            """
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "True True True\n"
+    _valid(tmp_path / "t.trace")
