@@ -6,7 +6,10 @@ failing tests' traces. A failing test's report names its trace and the loop
 stalls in it. The ``aiotrace_events`` fixture traces a test in memory and
 gives it its own events back. ``@pytest.mark.aiotrace(off=True)`` leaves a
 test untraced; other keyword arguments of the marker are ``aiotrace.start``
-options for that test's trace.
+options for that test's trace. Every ``aiotrace.start`` option is also an
+``--aiotrace-...`` command-line option, for every test's trace. Under
+pytest-xdist the workers trace their tests; the controller adds up their
+counts and gives failing tests' reports their sections.
 
 pytest finds the plugin through the ``pytest11`` entry point. Without
 ``--aiotrace`` and the fixture it traces nothing and reads nothing.
@@ -143,7 +146,8 @@ def _digest(nodeid: str) -> str:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """Adds ``--aiotrace=DIR`` and ``--aiotrace-keep=all|failed``."""
+    """Adds ``--aiotrace=DIR``, ``--aiotrace-keep=all|failed`` and one
+    ``--aiotrace-...`` option per ``aiotrace.start`` option."""
     group = parser.getgroup("aiotrace", "execution traces of tests (aiotrace)")
     group.addoption(
         "--aiotrace",
