@@ -136,13 +136,19 @@ def traced_server(
 
 
 def run_traced(
-    trace: Path, script: str, *args: str, timeout: float = 120, under_run: bool = True
+    trace: Path,
+    script: str,
+    *args: str,
+    timeout: float = 120,
+    under_run: bool = True,
+    options: tuple[str, ...] = (),
 ) -> Finished:
-    """Runs the client ``apps/script`` to its end: under `aiotrace run` into
-    ``trace``, or (``under_run`` false) by itself with ``--trace trace``."""
+    """Runs the client ``apps/script`` to its end: under `aiotrace run
+    OPTIONS` into ``trace``, or (``under_run`` false) by itself with
+    ``--trace trace``."""
     prog = (str(APPS / script), *args)
     r = subprocess.run(
-        aiotrace_run(trace, *prog)
+        aiotrace_run(trace, *prog, options=options)
         if under_run
         else [sys.executable, *prog, "--trace", str(trace)],
         capture_output=True,

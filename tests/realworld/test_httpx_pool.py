@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from realprograms import run_traced, summarise, traced_server
 
 REQUESTS = 200
@@ -24,36 +25,30 @@ def _run_client(trace_file: Path, tmp_path: Path, under_run: bool) -> None:
         r = run_traced(
             trace_file, "httpx_client.py", f"{url}/slow",
             "--requests", str(REQUESTS), "--workers", str(WORKERS),
-            under_run=under_run,
+            under_run=under_run, options=("--block-stacks",),
         )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"requests": REQUESTS, "ok": REQUESTS}
 
 
-def test_httpx_small_pool_under_aiotrace_run(trace_file: Path, tmp_path: Path) -> None:
-    """200 requests from 8 workers over 2 connections, under `aiotrace run`:
-    the trace validates with no lost event, holds the 8 workers (each
-    returned) and the 2 connection attempts anyio makes (one per pooled
-    connection)."""
-    _run_client(trace_file, tmp_path, under_run=True)
+@pytest.mark.parametrize("under_run", [True, False], ids=["aiotrace-run", "library"])
+def test_httpx_small_pool_waits_are_traced(
+    under_run: bool, trace_file: Path, tmp_path: Path
+) -> None:
+    """200 requests from 8 workers over 2 connections, with block stacks,
+    under ``aiotrace run --block-stacks`` or tracing itself through
+    ``aiotrace.tracing(..., block_stacks=True)``: the trace validates with no
+    lost event, holds the 8 workers (each returned) and the connection
+    attempts (one per pooled connection, 2), and the first 6 workers to find
+    both connections taken wait in httpcore's ``wait_for_connection``: the
+    stacks of those waits name it (at least 6 times; each later wait for a
+    freed connection adds one)."""
+    _run_client(trace_file, tmp_path, under_run=under_run)
     s = summarise(trace_file)
     s.check_exact()
     assert s.ended("httpx_worker") == WORKERS
     connects = [lab for lab in s.labels.values() if "connect_tcp" in lab]
     assert len(connects) == 2, connects
-
-
-def test_httpx_pool_waits_are_named_with_block_stacks(
-    trace_file: Path, tmp_path: Path
-) -> None:
-    """The same client tracing itself with ``block_stacks=True``: the trace
-    validates, and the first 6 workers to find both connections taken wait
-    in httpcore's ``wait_for_connection``: the stacks of those waits name
-    it (at least 6 times; each later wait for a freed connection adds one)."""
-    _run_client(trace_file, tmp_path, under_run=False)
-    s = summarise(trace_file)
-    s.check_exact()
-    assert s.ended("httpx_worker") == WORKERS
     pool_waits = sum(
         n for func, n in s.block_funcs.items() if func.endswith("wait_for_connection")
     )
