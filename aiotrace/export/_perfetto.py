@@ -1,24 +1,29 @@
-"""Perfetto export: a trace as Chrome trace-event JSON, streamed event by event.
+"""Perfetto export: a trace as Perfetto's protobuf or as Chrome trace-event
+JSON, streamed event by event.
 
 Layout (see docs/views.md):
 
 - process 1, "aiotrace": one thread track per loop (the loop running,
   coroutine steps nested in it, loop stalls, GC, stack samples), one per OS
   thread that did something off a loop (executor work, GC, logs), the user
-  tasks as async slices with their regions nested, and the metrics as
+  tasks as async tracks with their regions nested, and the metrics as
   counters;
 - process 2, "coroutines": one thread track per coroutine, showing its
   states (runnable, running, waiting: reason), with flow arrows from the
   creator to the coroutine it created and from a waker to the coroutine it
   woke.
+
+The exporter decides what is drawn where; a Sink (``_pftrace.ProtoWriter``
+or ``_chrome.JsonWriter``) encodes it.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import IO, Any, Literal
 
 from ..reader import (
     BACKGROUND_TASK,
@@ -34,9 +39,12 @@ from ..reader import (
     StateTransition,
     TraceError,
 )
-from ._chrome import JsonWriter, TraceEvent
+from ._chrome import JsonWriter
+from ._pftrace import ProtoWriter
 from ._source import EventStream, Source
-from ._tracks import Track
+from ._tracks import Flow, Sink, Track
+
+Format = Literal["proto", "json"]
 
 PROCESS_PID = 1
 COROUTINES_PID = 2
@@ -67,13 +75,16 @@ class PerfettoResult:
 
     Attributes:
         events: trace events read.
-        written: trace-event JSON objects written.
+        written: what was written: TracePackets of track events and track
+            descriptors (protobuf), or trace-event JSON objects.
         error: the TraceError that ended reading early, or None.
+        format: ``"proto"`` or ``"json"``.
     """
 
     events: int
     written: int
     error: TraceError | None
+    format: Format = "json"
 
 
 class _Coro:
@@ -81,28 +92,28 @@ class _Coro:
 
     __slots__ = ("id", "label", "step_track", "track")
 
-    def __init__(self, cid: int, track: Track) -> None:
+    def __init__(self, cid: int) -> None:
         self.id = cid
-        self.track = track
+        self.track: Track | None = None  # made when first drawn on
         self.label = ""
         self.step_track: Track | None = None
 
 
 class PerfettoExporter:
-    """PerfettoExporter turns events into trace-event JSON, one event at a time.
+    """PerfettoExporter turns events into tracks and slices, one at a time.
 
     Feed it events in the reader's order with ``__call__``, then call
-    ``finish``. Memory holds only what is open: live coroutines, open slices,
-    open tasks and the stack samples of open stalls.
+    ``finish``; it draws through ``sink``. Memory holds only what is open:
+    live coroutines, open slices, open tasks and the stack samples of open
+    stalls. Times given to the sink are nanoseconds since the first event.
     """
 
-    def __init__(self, out: JsonWriter, *, coroutine_tracks: bool = True) -> None:
-        self._out = out
+    def __init__(self, sink: Sink, *, coroutine_tracks: bool = True) -> None:
+        self._out = sink
         self._coroutine_tracks = coroutine_tracks
-        self._write = out.write
         self._origin: int | None = None
         self._now = 0
-        self._ts = 0.0
+        self._ts = 0
         self._loops: dict[int, Track] = {}
         self._threads: dict[int, Track] = {}
         self._thread_names: dict[int, str] = {}
@@ -116,41 +127,25 @@ class PerfettoExporter:
         self._flow = 0
         self.wall_time_ns: int | None = None
         self.lost_events = 0
-        self._meta("process_name", PROCESS_PID, PROCESS_PID, {"name": "aiotrace"})
-        self._meta("process_sort_index", PROCESS_PID, PROCESS_PID, {"sort_index": 1})
-        self._meta(
-            "process_name", COROUTINES_PID, COROUTINES_PID, {"name": "coroutines"}
-        )
-        self._meta(
-            "process_sort_index", COROUTINES_PID, COROUTINES_PID, {"sort_index": 2}
-        )
+        sink.process(PROCESS_PID, "aiotrace", 1)
+        sink.process(COROUTINES_PID, "coroutines", 2)
 
     # -- tracks ----------------------------------------------------------
-
-    def _meta(self, name: str, pid: int, tid: int, args: dict[str, Any]) -> None:
-        self._write({"ph": "M", "name": name, "pid": pid, "tid": tid, "args": args})
 
     def _loop(self, loop: int) -> Track:
         track = self._loops.get(loop)
         if track is None:
-            track = self._loops[loop] = Track(
-                self._out, PROCESS_PID, LOOP_TID_BASE + loop
-            )
-            self._meta(
-                "thread_sort_index", PROCESS_PID, track.tid, {"sort_index": loop}
-            )
+            handle = self._out.thread_track(PROCESS_PID, LOOP_TID_BASE + loop, loop)
+            track = self._loops[loop] = Track(self._out, handle)
         return track
 
     def _thread(self, thread: int) -> Track:
         track = self._threads.get(thread)
         if track is None:
-            track = self._threads[thread] = Track(self._out, PROCESS_PID, thread)
-            self._meta(
-                "thread_sort_index",
-                PROCESS_PID,
-                thread,
-                {"sort_index": 1_000_000 + len(self._threads)},
+            handle = self._out.thread_track(
+                PROCESS_PID, thread, 1_000_000 + len(self._threads) + 1
             )
+            track = self._threads[thread] = Track(self._out, handle)
         return track
 
     def _context(self, ev: Event) -> Track:
@@ -162,32 +157,40 @@ class PerfettoExporter:
     def _coro(self, cid: int) -> _Coro:
         c = self._coros.get(cid)
         if c is None:
-            tid = COROUTINE_TID_BASE + cid
-            c = self._coros[cid] = _Coro(cid, Track(self._out, COROUTINES_PID, tid))
-            if self._coroutine_tracks:
-                self._meta(
-                    "thread_sort_index", COROUTINES_PID, tid, {"sort_index": cid}
-                )
+            c = self._coros[cid] = _Coro(cid)
         return c
+
+    def _coro_track(self, c: _Coro) -> Track:
+        track = c.track
+        if track is None:
+            sort = c.id if self._coroutine_tracks else None
+            handle = self._out.thread_track(
+                COROUTINES_PID, COROUTINE_TID_BASE + c.id, sort
+            )
+            track = c.track = Track(self._out, handle)
+        return track
 
     def _name_coro(self, c: _Coro) -> None:
         """Names a coroutine's track, once, when the coroutine is done with."""
-        if not self._coroutine_tracks:
+        if not self._coroutine_tracks or c.track is None:
             return
         name = f"C{c.id} {c.label}" if c.label else f"coroutine {c.id}"
-        self._meta("thread_name", COROUTINES_PID, c.track.tid, {"name": name})
+        self._out.name_thread(c.track.handle, name)
 
-    def _task(self, task: int, ts: float) -> Track:
+    def _async(self, async_id: int, name: str) -> Track:
+        handle = self._out.async_track(PROCESS_PID, async_id, name)
+        return Track(self._out, handle, is_async=True)
+
+    def _task(self, task: int, ts: int) -> Track:
         track = self._tasks.get(task)
         if track is None:
             # A task begun before the trace, or the background task.
-            track = self._tasks[task] = Track(
-                self._out, PROCESS_PID, PROCESS_PID, async_id=task
-            )
-            track.begin(0.0, "task", f"task {task}", "task", {"task": task})
+            name = f"task {task}"
+            track = self._tasks[task] = self._async(task, name)
+            track.begin(0, "task", name, "task", {"task": task})
         return track
 
-    def _region_track(self, ev: Event, ts: float, *, create: bool) -> Track | None:
+    def _region_track(self, ev: Event, ts: int, *, create: bool) -> Track | None:
         """The async track a region goes on: its task's, or its context's.
 
         Regions of the background task get one track per coroutine (or
@@ -200,22 +203,10 @@ class PerfettoExporter:
         track = self._background.get(key)
         if track is None and create:
             self._async_ids += 1
-            track = self._background[key] = Track(
-                self._out,
-                PROCESS_PID,
-                PROCESS_PID,
-                async_id=BACKGROUND_ASYNC_BASE + self._async_ids,
+            track = self._background[key] = self._async(
+                BACKGROUND_ASYNC_BASE + self._async_ids, ev.region.type
             )
         return track
-
-    def _flow_between(self, ts: float, name: str, src: Track, dst: Track) -> None:
-        """Draws an arrow from the slice open on ``src`` to the one on ``dst``."""
-        if not (src and dst):
-            return
-        self._flow += 1
-        common: TraceEvent = {"name": name, "cat": "flow", "id": self._flow, "ts": ts}
-        self._write({**common, "ph": "s", "pid": src.pid, "tid": src.tid})
-        self._write({**common, "ph": "f", "bp": "e", "pid": dst.pid, "tid": dst.tid})
 
     # -- events ----------------------------------------------------------
 
@@ -229,7 +220,7 @@ class PerfettoExporter:
         # the one before; they are moved forward by at most that overlap.
         if t > self._now:
             self._now = t
-            self._ts = round((t - self._origin) / 1000, 3)
+            self._ts = t - self._origin
         ts = self._ts
         kind = ev.kind
         if kind is EventKind.STATE_TRANSITION:
@@ -248,9 +239,7 @@ class PerfettoExporter:
             task = ev.task
             track = self._tasks.get(task.id)
             if track is None:
-                track = self._tasks[task.id] = Track(
-                    self._out, PROCESS_PID, PROCESS_PID, async_id=task.id
-                )
+                track = self._tasks[task.id] = self._async(task.id, task.type)
                 args: dict[str, Any] = {"task": task.id}
                 if task.parent not in (NO_TASK, 0):
                     args["parent"] = task.parent
@@ -269,12 +258,12 @@ class PerfettoExporter:
             track = self._region_track(ev, ts, create=False)
             if track is not None:
                 track.end(ts, ("region", ev.region.type))
-                if not track and track.async_id >= BACKGROUND_ASYNC_BASE:  # type: ignore[operator]
+                if not track and ev.region.task in (BACKGROUND_TASK, NO_TASK):
                     del self._background[_context_key(ev)]
         elif kind is EventKind.LOG:
             log = ev.log
             c = self._coros.get(ev.coroutine) if self._coroutine_tracks else None
-            track = c.track if c is not None else self._context(ev)
+            track = self._coro_track(c) if c is not None else self._context(ev)
             args = {"category": log.category, "message": log.message}
             if log.task != NO_TASK:
                 args["task"] = log.task
@@ -288,16 +277,7 @@ class PerfettoExporter:
                 name = f"{name} loop {ev.loop}"  # one counter track per loop
             if m.name == "/aiotrace/lost:events":
                 self.lost_events = int(m.value)
-            self._write(
-                {
-                    "ph": "C",
-                    "name": name,
-                    "ts": ts,
-                    "pid": PROCESS_PID,
-                    "tid": PROCESS_PID,
-                    "args": {"value": m.value},
-                }
-            )
+            self._out.counter(ts, name, m.value)
         elif kind is EventKind.LABEL:
             self._label(ev)
         elif kind is EventKind.SYNC:
@@ -328,7 +308,7 @@ class PerfettoExporter:
         elif kind is ResourceKind.LOOP:
             self._loop_names.setdefault(rid, label.label)
 
-    def _coro_transition(self, ev: Event, st: StateTransition, ts: float) -> None:
+    def _coro_transition(self, ev: Event, st: StateTransition, ts: int) -> None:
         cid = st.resource.id
         c = self._coro(cid)
         new = st.new
@@ -346,9 +326,11 @@ class PerfettoExporter:
         if new is CoroState.NOT_EXIST:
             del self._coros[cid]
 
-    def _coro_states(self, ev: Event, st: StateTransition, ts: float, c: _Coro) -> None:
+    def _coro_states(self, ev: Event, st: StateTransition, ts: int, c: _Coro) -> None:
         """Draws a coroutine's state on its own track, with flow arrows."""
         track = c.track
+        if track is None:
+            track = self._coro_track(c)
         new = st.new
         track.end(ts, "state")
         if new is CoroState.RUNNING:
@@ -362,13 +344,17 @@ class PerfettoExporter:
                     args["stack"] = format_frames(ev.stack)
             elif st.reason:
                 args["reason"] = st.reason
-            track.begin(ts, "state", "runnable", "coroutine", args)
+            flow = None
             src = self._coros.get(ev.coroutine)
-            if src is not None and src is not c:
+            # An arrow from the slice open on the creator's or waker's track.
+            if src is not None and src is not c and src.track:
                 if st.old is CoroState.NOT_EXIST:
-                    self._flow_between(ts, "create", src.track, track)
+                    self._flow += 1
+                    flow = Flow(self._flow, "create", src.track.handle)
                 elif st.old is CoroState.WAITING and st.reason == "coroutine":
-                    self._flow_between(ts, "wake", src.track, track)
+                    self._flow += 1
+                    flow = Flow(self._flow, "wake", src.track.handle)
+            track.begin(ts, "state", "runnable", "coroutine", args, flow)
         elif new is CoroState.WAITING:
             args = {"reason": st.reason}
             if st.stack:
@@ -379,7 +365,7 @@ class PerfettoExporter:
             track.instant(ts, f"end: {st.reason}", "coroutine", {"reason": st.reason})
             self._name_coro(c)
 
-    def _loop_transition(self, st: StateTransition, ts: float) -> None:
+    def _loop_transition(self, st: StateTransition, ts: int) -> None:
         loop = st.resource.id
         track = self._loop(loop)
         if st.new is LoopState.RUNNING:
@@ -395,7 +381,7 @@ class PerfettoExporter:
         where = ev.thread if r.scope.kind is ResourceKind.NONE else 0
         return (r.name, int(r.scope.kind), r.scope.id, where)
 
-    def _range_begin(self, ev: Event, ts: float) -> None:
+    def _range_begin(self, ev: Event, ts: int) -> None:
         key = self._range_key(ev)
         if key in self._ranges:
             return  # RANGE_ACTIVE of a range already open
@@ -406,7 +392,7 @@ class PerfettoExporter:
         elif kind is ResourceKind.THREAD:
             track = self._thread(rid)
         elif kind is ResourceKind.COROUTINE:
-            track = self._coro(rid).track
+            track = self._coro_track(self._coro(rid))
         else:
             track = self._context(ev)
         self._ranges[key] = track
@@ -422,7 +408,7 @@ class PerfettoExporter:
             self._stall_samples[rid] = Counter()
         track.begin(ts, ("range", key), name, "range", args)
 
-    def _range_end(self, ev: Event, ts: float) -> None:
+    def _range_end(self, ev: Event, ts: int) -> None:
         key = self._range_key(ev)
         track = self._ranges.pop(key, None)
         if track is None:
@@ -440,7 +426,7 @@ class PerfettoExporter:
             }
         track.end(ts, ("range", key), args)
 
-    def _sample(self, ev: Event, ts: float) -> None:
+    def _sample(self, ev: Event, ts: int) -> None:
         samples = self._stall_samples.get(ev.loop)
         if samples is not None:
             samples[ev.stack] += 1
@@ -454,26 +440,21 @@ class PerfettoExporter:
         ts = self._ts
         unfinished = {"unfinished": True}
         for c in self._coros.values():
-            c.track.end_all(ts, unfinished)
-            self._name_coro(c)
+            if c.track is not None:
+                c.track.end_all(ts, unfinished)
+                self._name_coro(c)
         for tracks in (self._loops, self._threads, self._tasks, self._background):
             for track in tracks.values():
                 track.end_all(ts, unfinished)
         for loop, track in self._loops.items():
             name = self._loop_names.get(loop, "")
-            self._meta(
-                "thread_name",
-                PROCESS_PID,
-                track.tid,
-                {"name": f"loop {loop}" + (f": {name}" if name else "")},
+            self._out.name_thread(
+                track.handle, f"loop {loop}" + (f": {name}" if name else "")
             )
-        for thread in self._threads:
+        for thread, track in self._threads.items():
             name = self._thread_names.get(thread, "")
-            self._meta(
-                "thread_name",
-                PROCESS_PID,
-                thread,
-                {"name": f"thread {thread}" + (f": {name}" if name else "")},
+            self._out.name_thread(
+                track.handle, f"thread {thread}" + (f": {name}" if name else "")
             )
         self._coros.clear()
         self._tasks.clear()
@@ -483,40 +464,60 @@ class PerfettoExporter:
 
 def write_perfetto(
     source: Source,
-    out: str | os.PathLike[str] | TextIO,
+    out: str | os.PathLike[str] | IO[str] | IO[bytes],
     *,
     coroutine_tracks: bool = True,
+    format: Format | None = None,
 ) -> PerfettoResult:
-    """Writes a trace as Perfetto / Chrome trace-event JSON, streaming.
+    """Writes a trace for Perfetto, streaming: its protobuf format, or JSON.
 
-    The output opens in ui.perfetto.dev and chrome://tracing. Events are
+    ``"proto"`` is Perfetto's own TracePacket / TrackEvent protobuf
+    (``.pftrace``), which ui.perfetto.dev and trace processor open; it is a
+    tenth of the JSON's size or less. ``"json"`` is Chrome trace-event
+    JSON, which ui.perfetto.dev and chrome://tracing open. Events are
     converted as they are read, so memory does not grow with the trace.
     A malformed or truncated trace is exported up to the fault; the error
     is returned in the result, not raised.
 
     Args:
         source: a trace path, a binary file object, or an iterable of events.
-        out: the path to write, or a text file object.
+        out: the path to write, or a file object: binary for protobuf,
+            text for JSON.
         coroutine_tracks: give every coroutine a track of its states, with
             flow arrows; False keeps only the steps on the loop tracks,
             which makes the output about 40% smaller.
+        format: ``"proto"`` or ``"json"``; by default JSON for a path
+            ending in ``.json`` or a text file object, else protobuf.
 
     Returns:
         what was read and written.
 
     Raises:
         OSError: the source or the output cannot be opened.
+        ValueError: an unknown format.
     """
+    if format is None:
+        if isinstance(out, str | os.PathLike):
+            format = "json" if os.fspath(out).endswith(".json") else "proto"
+        else:
+            format = "json" if isinstance(out, io.TextIOBase) else "proto"
+    if format not in ("proto", "json"):
+        raise ValueError(f"unknown format {format!r}: use 'proto' or 'json'")
     stream = EventStream(source)
     if isinstance(out, str | os.PathLike):
-        with open(out, "w", encoding="utf-8") as f:
-            return _write(stream, f, coroutine_tracks)
-    return _write(stream, out, coroutine_tracks)
+        if format == "json":
+            with open(out, "w", encoding="utf-8") as f:
+                return _write_json(stream, f, coroutine_tracks)
+        with open(out, "wb") as b:
+            return _write_proto(stream, b, coroutine_tracks)
+    if format == "json":
+        return _write_json(stream, out, coroutine_tracks)  # type: ignore[arg-type]
+    return _write_proto(stream, out, coroutine_tracks)  # type: ignore[arg-type]
 
 
-def _write(stream: EventStream, out: TextIO, coroutine_tracks: bool) -> PerfettoResult:
-    writer = JsonWriter(out)
-    exporter = PerfettoExporter(writer, coroutine_tracks=coroutine_tracks)
+def _export(stream: EventStream, sink: Sink, coroutine_tracks: bool) -> dict[str, Any]:
+    """Runs the exporter over the stream; returns what the trace says of itself."""
+    exporter = PerfettoExporter(sink, coroutine_tracks=coroutine_tracks)
     for ev in stream:
         exporter(ev)
     exporter.finish()
@@ -529,5 +530,20 @@ def _write(stream: EventStream, out: TextIO, coroutine_tracks: bool) -> Perfetto
         other["wall_time_ns_at_start"] = exporter.wall_time_ns
     if stream.error is not None:
         other["error"] = str(stream.error)
-    writer.close(other)
-    return PerfettoResult(stream.events, writer.count, stream.error)
+    return other
+
+
+def _write_json(
+    stream: EventStream, out: IO[str], coroutine_tracks: bool
+) -> PerfettoResult:
+    writer = JsonWriter(out)
+    writer.close(_export(stream, writer, coroutine_tracks))
+    return PerfettoResult(stream.events, writer.count, stream.error, "json")
+
+
+def _write_proto(
+    stream: EventStream, out: IO[bytes], coroutine_tracks: bool, compress: bool = True
+) -> PerfettoResult:
+    writer = ProtoWriter(out, compress=compress)
+    writer.close(_export(stream, writer, coroutine_tracks))
+    return PerfettoResult(stream.events, writer.count, stream.error, "proto")
