@@ -132,6 +132,21 @@ class JsonWriter:
         """Writes an E (or e) event."""
         self._slice(track.end_ph, track, ts, name, cat, args)
 
+    def switch(
+        self,
+        track: JsonTrack,
+        ts: int,
+        old_name: str,
+        old_cat: str,
+        name: str,
+        cat: str,
+        args: dict[str, Any] | None,
+        flow: Any,
+    ) -> None:
+        """Writes an E (or e) event, then a B (or b) one."""
+        self._slice(track.end_ph, track, ts, old_name, old_cat, None)
+        self.begin(track, ts, name, cat, args, flow)
+
     def instant(
         self, track: JsonTrack, ts: int, name: str, cat: str, args: dict[str, Any]
     ) -> None:

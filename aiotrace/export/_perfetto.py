@@ -45,6 +45,12 @@ from ._source import EventStream, Source
 from ._tracks import Flow, Sink, Track
 
 Format = Literal["proto", "json"]
+_RUNNING = CoroState.RUNNING
+_RUNNABLE = CoroState.RUNNABLE
+_WAITING = CoroState.WAITING
+_NOT_EXIST = CoroState.NOT_EXIST
+_STATE_TRANSITION = EventKind.STATE_TRANSITION
+_COROUTINE = ResourceKind.COROUTINE
 
 PROCESS_PID = 1
 COROUTINES_PID = 2
@@ -125,6 +131,7 @@ class PerfettoExporter:
         self._ranges: dict[tuple[str, int, int, int], Track] = {}
         self._stall_samples: dict[int, Counter[Stack]] = {}
         self._flow = 0
+        self._waiting: dict[str, str] = {}  # reason -> slice name
         self.wall_time_ns: int | None = None
         self.lost_events = 0
         sink.process(PROCESS_PID, "aiotrace", 1)
@@ -212,23 +219,22 @@ class PerfettoExporter:
 
     def __call__(self, ev: Event) -> None:
         """Converts one event."""
-        t = ev.time
-        if self._origin is None:
-            self._origin = t
+        # An Event is a tuple underneath: unpacking it is quickest.
+        kind, t, _, _, _, _, d = ev
         # Invariant: timestamps never go backwards, so each track is in order.
         # Only the first events of a generation can be older than the last of
         # the one before; they are moved forward by at most that overlap.
         if t > self._now:
+            if self._origin is None:
+                self._origin = t
             self._now = t
             self._ts = t - self._origin
         ts = self._ts
-        kind = ev.kind
-        if kind is EventKind.STATE_TRANSITION:
-            st = ev.state_transition
-            if st.resource.kind is ResourceKind.COROUTINE:
-                self._coro_transition(ev, st, ts)
-            elif st.resource.kind is ResourceKind.LOOP:
-                self._loop_transition(st, ts)
+        if kind is _STATE_TRANSITION:
+            if d.resource.kind is _COROUTINE:
+                self._coro_transition(ev, d, ts)
+            elif d.resource.kind is ResourceKind.LOOP:
+                self._loop_transition(d, ts)
         elif kind is EventKind.RANGE_BEGIN or kind is EventKind.RANGE_ACTIVE:
             self._range_begin(ev, ts)
         elif kind is EventKind.RANGE_END:
@@ -309,35 +315,54 @@ class PerfettoExporter:
             self._loop_names.setdefault(rid, label.label)
 
     def _coro_transition(self, ev: Event, st: StateTransition, ts: int) -> None:
-        cid = st.resource.id
-        c = self._coro(cid)
-        new = st.new
-        if st.old is CoroState.RUNNING and c.step_track is not None:
-            c.step_track.end(ts, ("step", cid))
-            c.step_track = None
-        if new is CoroState.RUNNING:
-            step = self._context(ev)
-            step.begin(
-                ts, ("step", cid), c.label or f"C{cid}", "step", {"coroutine": cid}
-            )
+        (_, cid), reason, stack, old, new = st
+        c = self._coros.get(cid)
+        if c is None:
+            c = self._coros[cid] = _Coro(cid)
+        # A step's key on its loop's track is the _Coro: unique, and quick.
+        if old is _RUNNING:
+            step_track = c.step_track
+            if step_track is not None:
+                step_track.end(ts, c)
+                c.step_track = None
+        if new is _RUNNING:
+            loop = ev[3]
+            step = self._loops.get(loop)
+            if step is None:
+                step = self._context(ev)
+            step.begin(ts, c, c.label or f"C{cid}", "step", {"coroutine": cid})
             c.step_track = step
         if self._coroutine_tracks:
-            self._coro_states(ev, st, ts, c)
-        if new is CoroState.NOT_EXIST:
+            track = c.track
+            if track is None:
+                track = self._coro_track(c)
+            if new is _RUNNING:
+                track.switch(ts, "state", "running", "coroutine")
+            elif new is _WAITING:
+                args: dict[str, Any] = {"reason": reason}
+                if stack:
+                    args["stack"] = format_frames(stack)
+                name = self._waiting.get(reason)
+                if name is None:
+                    name = f"waiting: {reason or '?'}"
+                    if len(self._waiting) < 10_000:
+                        self._waiting[reason] = name
+                track.switch(ts, "state", name, "coroutine", args)
+            else:
+                self._coro_states(ev, st, ts, c, track)
+        if new is _NOT_EXIST:
             del self._coros[cid]
 
-    def _coro_states(self, ev: Event, st: StateTransition, ts: int, c: _Coro) -> None:
-        """Draws a coroutine's state on its own track, with flow arrows."""
-        track = c.track
-        if track is None:
-            track = self._coro_track(c)
+    def _coro_states(
+        self, ev: Event, st: StateTransition, ts: int, c: _Coro, track: Track
+    ) -> None:
+        """Draws a coroutine's state on its own track, with flow arrows, but
+        for running and waiting (in ``_coro_transition``, for speed)."""
         new = st.new
-        track.end(ts, "state")
-        if new is CoroState.RUNNING:
-            track.begin(ts, "state", "running", "coroutine")
-        elif new is CoroState.RUNNABLE:
+        if new is _RUNNABLE:
+            old = st.old
             args: dict[str, Any] = {}
-            if st.old is CoroState.NOT_EXIST:
+            if old is _NOT_EXIST:
                 if ev.coroutine != NO_COROUTINE:
                     args["created by"] = ev.coroutine
                 if ev.stack:
@@ -348,22 +373,20 @@ class PerfettoExporter:
             src = self._coros.get(ev.coroutine)
             # An arrow from the slice open on the creator's or waker's track.
             if src is not None and src is not c and src.track:
-                if st.old is CoroState.NOT_EXIST:
+                if old is _NOT_EXIST:
                     self._flow += 1
                     flow = Flow(self._flow, "create", src.track.handle)
-                elif st.old is CoroState.WAITING and st.reason == "coroutine":
+                elif old is _WAITING and st.reason == "coroutine":
                     self._flow += 1
                     flow = Flow(self._flow, "wake", src.track.handle)
-            track.begin(ts, "state", "runnable", "coroutine", args, flow)
-        elif new is CoroState.WAITING:
-            args = {"reason": st.reason}
-            if st.stack:
-                args["stack"] = format_frames(st.stack)
-            track.begin(ts, "state", f"waiting: {st.reason or '?'}", "coroutine", args)
-        elif new is CoroState.NOT_EXIST:
+            track.switch(ts, "state", "runnable", "coroutine", args, flow)
+        elif new is _NOT_EXIST:
+            track.end(ts, "state")
             track.end_all(ts)
             track.instant(ts, f"end: {st.reason}", "coroutine", {"reason": st.reason})
             self._name_coro(c)
+        else:
+            track.end(ts, "state")
 
     def _loop_transition(self, st: StateTransition, ts: int) -> None:
         loop = st.resource.id

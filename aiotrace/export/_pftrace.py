@@ -51,8 +51,10 @@ MAX_INTERNED_STRING = 256  # longer annotation strings are sent inline
 # TracePacket
 _PACKET = b"\x0a"  # Trace.packet = 1
 _TS = b"\x40"  # timestamp = 8
+_TS_ZERO = b"\x40\x00"
 _ON_BOOTTIME = b"\xd0\x03\x06"  # timestamp_clock_id = 58: BOOTTIME
 _HEAD = b"\x50\x01\x68\x02"  # trusted_packet_sequence_id = 1, sequence_flags = 2
+_HEAD_EVENT = _HEAD + b"\x5a"  # and track_event = 11
 _TRACK_EVENT = b"\x5a"  # track_event = 11
 _INTERNED = b"\x62"  # interned_data = 12
 _DESCRIPTOR = b"\xe2\x03"  # track_descriptor = 60
@@ -66,6 +68,9 @@ _END = b"\x48\x02"  # type = TYPE_SLICE_END
 _INSTANT = b"\x48\x03"  # type = TYPE_INSTANT
 _COUNTER = b"\x48\x04"  # type = TYPE_COUNTER
 _UUID = b"\x58"  # track_uuid = 11
+_BEGIN_ON = _BEGIN + _UUID
+_END_ON = _END + _UUID
+_INSTANT_ON = _INSTANT + _UUID
 _NAME_IID = b"\x50"  # name_iid = 10
 _CATEGORY_IID = b"\x18"  # category_iids = 3
 _ANNOTATION = b"\x22"  # debug_annotations = 4
@@ -128,11 +133,8 @@ class ProtoWriter:
         self._keys: dict[str, int] = {}
         self._strings: dict[str, int] = {}
         self._interned = bytearray()
-        # Encoded events, to reuse: a begin's type, track, name and category;
-        # the whole of a begin without args (after the timestamp), of an end.
-        self._begins: dict[tuple[int, str, str], bytes] = {}
-        self._begin_tails: dict[tuple[int, str, str], bytes] = {}
-        self._end_tails: dict[int, bytes] = {}
+        # Encoded event names, categories and args, to reuse.
+        self._bodies: dict[Any, bytes] = {}
         self._reset(first=True)
         # The root track (uuid 0): processes and threads in the order given.
         self._descriptor(0, uint_field(1, 0) + uint_field(19, 1) + uint_field(20, 1))
@@ -145,8 +147,7 @@ class ProtoWriter:
         self._categories.clear()
         self._keys.clear()
         self._strings.clear()
-        self._begins.clear()
-        self._begin_tails.clear()
+        self._bodies.clear()
         self._interned.clear()
         self._entries = 0
         defaults = uint_field(58, CLOCK)  # TracePacketDefaults.timestamp_clock_id
@@ -292,9 +293,40 @@ class ProtoWriter:
         track is forgotten then)."""
         self._thread_descriptor(track, name)
         del self._threads[track]
-        self._end_tails.pop(track, None)
 
     # -- events -----------------------------------------------------------
+
+    def _body(self, name: str, cat: str, args: Args | None) -> bytes:
+        """A TrackEvent's name, category and args, encoded (interning what is
+        new); the same for every track, so kept for reuse when args are few."""
+        if not args:
+            key: Any = (name, cat)
+        elif len(args) == 1:
+            ((k, v),) = args.items()
+            key = (name, cat, k, v)
+        else:
+            key = None
+        if key is not None:
+            try:
+                body = self._bodies.get(key)
+            except TypeError:  # an unhashable value (a list of frames)
+                key = body = None
+            if body is not None:
+                return body
+        iid = self._names.get(name)
+        if iid is None:
+            iid = self._intern(self._names, _I_NAMES, name)
+        cid = self._categories.get(cat)
+        if cid is None:
+            cid = self._intern(self._categories, _I_CATEGORIES, cat)
+        body = _NAME_IID + varint(iid) + _CATEGORY_IID + varint(cid)
+        if args:
+            body += self._annotations(args)
+        if key is not None:
+            if len(self._bodies) >= MAX_CACHED:
+                self._bodies.clear()
+            self._bodies[key] = body
+        return body
 
     def begin(
         self,
@@ -307,79 +339,91 @@ class ProtoWriter:
     ) -> None:
         """Writes a TYPE_SLICE_BEGIN; a flow's source gets an instant, named
         after the flow, that starts the arrow."""
-        if flow is not None:
-            self._check_interned()
-            fid, fname, src = flow
-            self._event(
-                ts,
-                self._head(_INSTANT, src, fname, "flow")
-                + _FLOW_ID
-                + (fid & _MASK64).to_bytes(8, "little"),
-            )
         if self._entries > MAX_INTERNED:
             self._reset()
-        key = (track, name, cat)
-        if not args and flow is None:
-            tail = self._begin_tails.get(key)
-            if tail is not None:
-                self._emit(ts, tail)
-                return
-        event = self._begins.get(key)
-        if event is None:
-            if len(self._begins) >= MAX_CACHED:
-                self._begins.clear()
-            event = self._begins[key] = self._head(_BEGIN, track, name, cat)
-        if args:
-            event += self._annotations(args)
         if flow is not None:
-            event += _TERMINATING_FLOW_ID + (flow[0] & _MASK64).to_bytes(8, "little")
-        cache = not args and flow is None and not self._interned
-        tail = self._tail(_TRACK_EVENT, event)
-        if cache:
-            if len(self._begin_tails) >= MAX_CACHED:
-                self._begin_tails.clear()
-            self._begin_tails[key] = tail
-        self._emit(ts, tail)
+            self._flow_source(ts, flow)
+        event = _BEGIN_ON + (_V[track] if track < _NV else varint(track))
+        event += self._body(name, cat, args)
+        if flow is not None:
+            event += _TERMINATING_FLOW_ID + (flow.id & _MASK64).to_bytes(8, "little")
+        self._emit(ts, self._tail(_TRACK_EVENT, event))
 
-    def _head(self, kind: bytes, track: int, name: str, cat: str) -> bytes:
-        iid = self._names.get(name)
-        if iid is None:
-            iid = self._intern(self._names, _I_NAMES, name)
-        cid = self._categories.get(cat)
-        if cid is None:
-            cid = self._intern(self._categories, _I_CATEGORIES, cat)
-        return (
-            kind
-            + _UUID
-            + varint(track)
-            + _NAME_IID
-            + varint(iid)
-            + _CATEGORY_IID
-            + varint(cid)
-        )
+    def _flow_source(self, ts: int, flow: Flow) -> None:
+        event = _INSTANT_ON + varint(flow.src) + self._body(flow.name, "flow", None)
+        event += _FLOW_ID + (flow.id & _MASK64).to_bytes(8, "little")
+        self._emit(ts, self._tail(_TRACK_EVENT, event))
 
     def end(self, track: int, ts: int, name: str, cat: str, args: Args | None) -> None:
         """Writes a TYPE_SLICE_END (the slice's name and category are its
         begin's)."""
+        event = _END_ON + (_V[track] if track < _NV else varint(track))
         if args:
-            self._check_interned()
-            event = _END + _UUID + varint(track) + self._annotations(args)
+            if self._entries > MAX_INTERNED:
+                self._reset()
+            event += self._annotations(args)
             self._emit(ts, self._tail(_TRACK_EVENT, event))
             return
-        tail = self._end_tails.get(track)
-        if tail is None:
-            if len(self._end_tails) >= MAX_CACHED:
-                self._end_tails.clear()
-            tail = _END + _UUID + varint(track)
-            tail = self._end_tails[track] = self._tail(_TRACK_EVENT, tail)
-        self._emit(ts, tail)
+        self._emit(ts, _HEAD + _TRACK_EVENT + _V[len(event)] + event)
+
+    def switch(
+        self,
+        track: int,
+        ts: int,
+        old_name: str,
+        old_cat: str,
+        name: str,
+        cat: str,
+        args: Args | None,
+        flow: Flow | None,
+    ) -> None:
+        """Writes a TYPE_SLICE_END and a TYPE_SLICE_BEGIN at the same time:
+        the second packet's timestamp is a zero delta."""
+        if flow is not None or self._entries > MAX_INTERNED:
+            self.end(track, ts, old_name, old_cat, None)
+            self.begin(track, ts, name, cat, args, flow)
+            return
+        u = _V[track] if track < _NV else varint(track)
+        body = self._body(name, cat, args)
+        interned = self._interned
+        delta = ts - self._last
+        lu = len(u)
+        n = 3 + lu + len(body)  # the begin TrackEvent's length
+        if delta < 0 or interned or n >= _NV:  # rare: the general way
+            self.end(track, ts, old_name, old_cat, None)
+            self._emit(ts, self._tail(_TRACK_EVENT, _BEGIN_ON + u + body))
+            return
+        self._last = ts
+        d = _V[delta] if delta < _NV else varint(delta)
+        vn = _V[n]
+        self._buf += b"".join(
+            (
+                _PACKET,
+                _V[10 + len(d) + lu],  # the end packet's length
+                _TS,
+                d,
+                _HEAD_EVENT,
+                _V[3 + lu],
+                _END_ON,
+                u,
+                _PACKET,
+                _V[7 + len(vn) + n],  # the begin packet's length
+                _TS_ZERO,
+                _HEAD_EVENT,
+                vn,
+                _BEGIN_ON,
+                u,
+                body,
+            )
+        )
+        self.count += 2
+        if len(self._buf) >= BUNDLE:
+            self._flush()
 
     def instant(self, track: int, ts: int, name: str, cat: str, args: Args) -> None:
         """Writes a TYPE_INSTANT."""
         self._check_interned()
-        event = self._head(_INSTANT, track, name, cat)
-        if args:
-            event += self._annotations(args)
+        event = _INSTANT_ON + varint(track) + self._body(name, cat, args)
         self._event(ts, event)
 
     def counter(self, ts: int, name: str, value: float) -> None:

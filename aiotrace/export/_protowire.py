@@ -25,6 +25,10 @@ def varint(n: int) -> bytes:
     """Encodes a non-negative int (or a negative int64) as a varint."""
     if 0 <= n < 128:
         return _SMALL[n]
+    if 0 <= n < 1 << 21:
+        if n < 1 << 14:
+            return bytes((n & 127 | 128, n >> 7))
+        return bytes((n & 127 | 128, n >> 7 & 127 | 128, n >> 14))
     if n < 0:
         n &= _MASK64
     out = bytearray()

@@ -59,6 +59,20 @@ class Sink(Protocol):
     def end(self, track: Any, ts: int, name: str, cat: str, args: Args | None) -> None:
         """Ends the innermost slice open on the track."""
 
+    def switch(
+        self,
+        track: Any,
+        ts: int,
+        old_name: str,
+        old_cat: str,
+        name: str,
+        cat: str,
+        args: Args | None,
+        flow: Flow | None,
+    ) -> None:
+        """Ends the innermost slice (``old_name``) and begins another, at
+        ``ts``: ``end`` then ``begin``, in one call."""
+
     def instant(self, track: Any, ts: int, name: str, cat: str, args: Args) -> None:
         """Draws an instant event on a thread track."""
 
@@ -100,6 +114,28 @@ class Track:
         """Begins a slice, nested in whatever is open."""
         self._open.append((key, name, cat, args))
         self._sink.begin(self.handle, ts, name, cat, args, flow)
+
+    def switch(
+        self,
+        ts: int,
+        key: Hashable,
+        name: str,
+        cat: str,
+        args: Args | None = None,
+        flow: Flow | None = None,
+    ) -> None:
+        """Ends the innermost open slice begun with ``key``, if any, and
+        begins another with the same key."""
+        opened = self._open
+        if opened and opened[-1][0] == key:  # quicker, in one call to the sink
+            _, old_name, old_cat, _ = opened[-1]
+            opened[-1] = (key, name, cat, args)
+            self._sink.switch(
+                self.handle, ts, old_name, old_cat, name, cat, args, flow
+            )
+            return
+        self.end(ts, key)
+        self.begin(ts, key, name, cat, args, flow)
 
     def end(self, ts: int, key: Hashable, args: Args | None = None) -> bool:
         """Ends the innermost open slice begun with ``key``; False if none is."""

@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from export_programs import counts
 from pftrace_decode import DecodeError, decode, packets, pb, same_events
 
 from aiotrace import reader
 from aiotrace._cli import main as cli
 from aiotrace.export import _perfetto, _pftrace, write_perfetto
+from aiotrace.export._protowire import varint
 
 
 def both(
@@ -338,3 +341,14 @@ def test_unknown_format(rich_trace: Path, tmp_path: Path) -> None:
     """An unknown format is a ValueError naming it."""
     with pytest.raises(ValueError, match="'xml'"):
         write_perfetto(rich_trace, tmp_path / "x", format="xml")  # type: ignore[arg-type]
+
+
+@given(st.integers(min_value=-(1 << 63), max_value=(1 << 64) - 1))
+def test_varint_matches_protobuf(n: int) -> None:
+    """The hand-written varint encodes every uint64 and int64 as protobuf's
+    own encoder does (a TrackEvent's track_uuid, an annotation's int)."""
+    if n >= 0:
+        assert pb.TrackEvent(track_uuid=n).SerializeToString() == b"\x58" + varint(n)
+    if n < 1 << 63:
+        a = pb.DebugAnnotation(int_value=n).SerializeToString()
+        assert a == b"\x20" + varint(n)
