@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from export_programs import counts
 from hypothesis import given
 from hypothesis import strategies as st
-from export_programs import counts
 from pftrace_decode import DecodeError, decode, packets, pb, same_events
 
 from aiotrace import reader
