@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
@@ -33,10 +34,17 @@ from ..reader import (
     CoroState,
     Event,
     EventKind,
+    Label,
+    Log,
     LoopState,
+    Metric,
+    Range,
+    Region,
     ResourceKind,
     Stack,
     StateTransition,
+    Sync,
+    Task,
     TraceError,
 )
 from ._chrome import JsonWriter
@@ -132,6 +140,20 @@ class PerfettoExporter:
         self._stall_samples: dict[int, Counter[Stack]] = {}
         self._flow = 0
         self._waiting: dict[str, str] = {}  # reason -> slice name
+        self._handlers: dict[EventKind, Callable[[Event, Any, int], None]] = {
+            EventKind.RANGE_BEGIN: self._range_begin,
+            EventKind.RANGE_ACTIVE: self._range_begin,
+            EventKind.RANGE_END: self._range_end,
+            EventKind.STACK_SAMPLE: self._sample,
+            EventKind.TASK_BEGIN: self._task_begin,
+            EventKind.TASK_END: self._task_end,
+            EventKind.REGION_BEGIN: self._region_begin,
+            EventKind.REGION_END: self._region_end,
+            EventKind.LOG: self._log,
+            EventKind.METRIC: self._metric,
+            EventKind.LABEL: self._label,
+            EventKind.SYNC: self._sync,
+        }
         self.wall_time_ns: int | None = None
         self.lost_events = 0
         sink.process(PROCESS_PID, "aiotrace", 1)
@@ -235,61 +257,59 @@ class PerfettoExporter:
                 self._coro_transition(ev, d, ts)
             elif d.resource.kind is ResourceKind.LOOP:
                 self._loop_transition(d, ts)
-        elif kind is EventKind.RANGE_BEGIN or kind is EventKind.RANGE_ACTIVE:
-            self._range_begin(ev, ts)
-        elif kind is EventKind.RANGE_END:
-            self._range_end(ev, ts)
-        elif kind is EventKind.STACK_SAMPLE:
-            self._sample(ev, ts)
-        elif kind is EventKind.TASK_BEGIN:
-            task = ev.task
-            track = self._tasks.get(task.id)
-            if track is None:
-                track = self._tasks[task.id] = self._async(task.id, task.type)
-                args: dict[str, Any] = {"task": task.id}
-                if task.parent not in (NO_TASK, 0):
-                    args["parent"] = task.parent
-                track.begin(ts, "task", task.type, "task", args)
-        elif kind is EventKind.TASK_END:
-            task = ev.task
-            track = self._task(task.id, ts)
-            track.end_all(ts)
-            del self._tasks[task.id]
-        elif kind is EventKind.REGION_BEGIN:
-            region = ev.region
-            self._region_track(ev, ts, create=True).begin(  # type: ignore[union-attr]
-                ts, ("region", region.type), region.type, "region", self._where(ev)
-            )
-        elif kind is EventKind.REGION_END:
-            track = self._region_track(ev, ts, create=False)
-            if track is not None:
-                track.end(ts, ("region", ev.region.type))
-                if not track and ev.region.task in (BACKGROUND_TASK, NO_TASK):
-                    del self._background[_context_key(ev)]
-        elif kind is EventKind.LOG:
-            log = ev.log
-            c = self._coros.get(ev.coroutine) if self._coroutine_tracks else None
-            track = self._coro_track(c) if c is not None else self._context(ev)
-            args = {"category": log.category, "message": log.message}
-            if log.task != NO_TASK:
-                args["task"] = log.task
-            if ev.stack:
-                args["stack"] = format_frames(ev.stack)
-            track.instant(ts, log.category or "log", "log", args)
-        elif kind is EventKind.METRIC:
-            m = ev.metric
-            name = m.name
-            if ev.loop != NO_LOOP and name.startswith("/loop/"):
-                name = f"{name} loop {ev.loop}"  # one counter track per loop
-            if m.name == "/aiotrace/lost:events":
-                self.lost_events = int(m.value)
-            self._out.counter(ts, name, m.value)
-        elif kind is EventKind.LABEL:
-            self._label(ev)
-        elif kind is EventKind.SYNC:
-            if self.wall_time_ns is None:
-                self.wall_time_ns = ev.sync.wall_time_ns
-            self.lost_events = max(self.lost_events, ev.sync.lost_events)
+            return
+        handle = self._handlers.get(kind)
+        if handle is not None:
+            handle(ev, d, ts)
+
+    def _task_begin(self, ev: Event, task: Task, ts: int) -> None:
+        track = self._tasks.get(task.id)
+        if track is None:
+            track = self._tasks[task.id] = self._async(task.id, task.type)
+            args: dict[str, Any] = {"task": task.id}
+            if task.parent not in (NO_TASK, 0):
+                args["parent"] = task.parent
+            track.begin(ts, "task", task.type, "task", args)
+
+    def _task_end(self, ev: Event, task: Task, ts: int) -> None:
+        track = self._task(task.id, ts)
+        track.end_all(ts)
+        del self._tasks[task.id]
+
+    def _region_begin(self, ev: Event, region: Region, ts: int) -> None:
+        self._region_track(ev, ts, create=True).begin(  # type: ignore[union-attr]
+            ts, ("region", region.type), region.type, "region", self._where(ev)
+        )
+
+    def _region_end(self, ev: Event, region: Region, ts: int) -> None:
+        track = self._region_track(ev, ts, create=False)
+        if track is not None:
+            track.end(ts, ("region", region.type))
+            if not track and region.task in (BACKGROUND_TASK, NO_TASK):
+                del self._background[_context_key(ev)]
+
+    def _log(self, ev: Event, log: Log, ts: int) -> None:
+        c = self._coros.get(ev.coroutine) if self._coroutine_tracks else None
+        track = self._coro_track(c) if c is not None else self._context(ev)
+        args = {"category": log.category, "message": log.message}
+        if log.task != NO_TASK:
+            args["task"] = log.task
+        if ev.stack:
+            args["stack"] = format_frames(ev.stack)
+        track.instant(ts, log.category or "log", "log", args)
+
+    def _metric(self, ev: Event, m: Metric, ts: int) -> None:
+        name = m.name
+        if ev.loop != NO_LOOP and name.startswith("/loop/"):
+            name = f"{name} loop {ev.loop}"  # one counter track per loop
+        if m.name == "/aiotrace/lost:events":
+            self.lost_events = int(m.value)
+        self._out.counter(ts, name, m.value)
+
+    def _sync(self, ev: Event, sync: Sync, ts: int) -> None:
+        if self.wall_time_ns is None:
+            self.wall_time_ns = sync.wall_time_ns
+        self.lost_events = max(self.lost_events, sync.lost_events)
 
     @staticmethod
     def _where(ev: Event) -> dict[str, Any]:
@@ -300,10 +320,9 @@ class PerfettoExporter:
             args["stack"] = format_frames(ev.stack)
         return args
 
-    def _label(self, ev: Event) -> None:
+    def _label(self, ev: Event, label: Label, ts: int) -> None:
         # Track names are written at the end (a coroutine's when it ends):
         # a LABEL comes after the resource's first event, and once is enough.
-        label = ev.label
         kind, rid = label.resource
         if kind is ResourceKind.COROUTINE:
             c = self._coro(rid)
@@ -404,11 +423,10 @@ class PerfettoExporter:
         where = ev.thread if r.scope.kind is ResourceKind.NONE else 0
         return (r.name, int(r.scope.kind), r.scope.id, where)
 
-    def _range_begin(self, ev: Event, ts: int) -> None:
+    def _range_begin(self, ev: Event, r: Range, ts: int) -> None:
         key = self._range_key(ev)
         if key in self._ranges:
             return  # RANGE_ACTIVE of a range already open
-        r = ev.range
         kind, rid = r.scope
         if kind is ResourceKind.LOOP:
             track = self._loop(rid)
@@ -431,13 +449,12 @@ class PerfettoExporter:
             self._stall_samples[rid] = Counter()
         track.begin(ts, ("range", key), name, "range", args)
 
-    def _range_end(self, ev: Event, ts: int) -> None:
+    def _range_end(self, ev: Event, r: Range, ts: int) -> None:
         key = self._range_key(ev)
         track = self._ranges.pop(key, None)
         if track is None:
             return
         args: dict[str, Any] | None = None
-        r = ev.range
         if r.name == "loop stall" and r.scope.kind is ResourceKind.LOOP:
             samples = self._stall_samples.pop(r.scope.id, Counter())
             args = {
@@ -449,7 +466,7 @@ class PerfettoExporter:
             }
         track.end(ts, ("range", key), args)
 
-    def _sample(self, ev: Event, ts: int) -> None:
+    def _sample(self, ev: Event, d: None, ts: int) -> None:
         samples = self._stall_samples.get(ev.loop)
         if samples is not None:
             samples[ev.stack] += 1
