@@ -291,7 +291,7 @@ class PerfettoExporter:
     def _log(self, ev: Event, log: Log, ts: int) -> None:
         c = self._coros.get(ev.coroutine) if self._coroutine_tracks else None
         track = self._coro_track(c) if c is not None else self._context(ev)
-        args = {"category": log.category, "message": log.message}
+        args: dict[str, Any] = {"category": log.category, "message": log.message}
         if log.task != NO_TASK:
             args["task"] = log.task
         if ev.stack:

@@ -130,9 +130,7 @@ class Track:
         if opened and opened[-1][0] == key:  # quicker, in one call to the sink
             _, old_name, old_cat, _ = opened[-1]
             opened[-1] = (key, name, cat, args)
-            self._sink.switch(
-                self.handle, ts, old_name, old_cat, name, cat, args, flow
-            )
+            self._sink.switch(self.handle, ts, old_name, old_cat, name, cat, args, flow)
             return
         self.end(ts, key)
         self.begin(ts, key, name, cat, args, flow)
