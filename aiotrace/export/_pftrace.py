@@ -135,6 +135,7 @@ class ProtoWriter:
         self._interned = bytearray()
         # Encoded event names, categories and args, to reuse.
         self._bodies: dict[Any, bytes] = {}
+        self._encoded_args: dict[tuple[str, Any], bytes] = {}
         self._reset(first=True)
         # The root track (uuid 0): processes and threads in the order given.
         self._descriptor(0, uint_field(1, 0) + uint_field(19, 1) + uint_field(20, 1))
@@ -148,6 +149,7 @@ class ProtoWriter:
         self._keys.clear()
         self._strings.clear()
         self._bodies.clear()
+        self._encoded_args.clear()
         self._interned.clear()
         self._entries = 0
         defaults = uint_field(58, CLOCK)  # TracePacketDefaults.timestamp_clock_id
@@ -319,7 +321,12 @@ class ProtoWriter:
         cid = self._categories.get(cat)
         if cid is None:
             cid = self._intern(self._categories, _I_CATEGORIES, cat)
-        body = _NAME_IID + varint(iid) + _CATEGORY_IID + varint(cid)
+        body = (
+            _NAME_IID
+            + (_V[iid] if iid < _NV else varint(iid))
+            + _CATEGORY_IID
+            + (_V[cid] if cid < _NV else varint(cid))
+        )
         if args:
             body += self._annotations(args)
         if key is not None:
@@ -452,16 +459,21 @@ class ProtoWriter:
 
     def _annotations(self, args: Args) -> bytes:
         out = b""
-        keys = self._keys
-        for k, v in args.items():
-            if type(v) is int and v >= 0:  # the common case, made quick
-                iid = keys.get(k)
-                if iid is None:
-                    iid = self._intern(keys, _I_ANNOTATION_NAMES, k)
-                a = _A_NAME_IID + varint(iid) + _A_INT + varint(v)
+        cache = self._encoded_args
+        for item in args.items():
+            t = type(item[1])
+            if t is int or t is str:  # (name, value) repeats: kept encoded
+                a = cache.get(item)
+                if a is None:
+                    a = self._annotation(*item)
+                    a = _ANNOTATION + varint(len(a)) + a
+                    if len(cache) >= MAX_CACHED:
+                        cache.clear()
+                    cache[item] = a
             else:
-                a = self._annotation(k, v)
-            out += _ANNOTATION + varint(len(a)) + a
+                a = self._annotation(*item)
+                a = _ANNOTATION + varint(len(a)) + a
+            out += a
         return out
 
     def _annotation(self, k: str | None, v: Any) -> bytes:
