@@ -352,3 +352,82 @@ def test_varint_matches_protobuf(n: int) -> None:
     if n < 1 << 63:
         a = pb.DebugAnnotation(int_value=n).SerializeToString()
         assert a == b"\x20" + varint(n)
+
+
+def _many_coroutines(n: int) -> list[reader.Event]:
+    """Events of ``n`` coroutines on one loop, each created and woken by the
+    one before, with gaps from 0 ns to seconds between events, labels,
+    metrics (int, float, negative) and logs long and short."""
+    from aiotrace.reader import (
+        NO_STACK,
+        CoroState,
+        Event,
+        EventKind,
+        Label,
+        Log,
+        LoopState,
+        Metric,
+        ResourceID,
+        ResourceKind,
+        StateTransition,
+    )
+
+    loop, thread = 1, 7
+    gaps = (0, 1, 100, 20_000, 3_000_000, 1 << 31)
+    out: list[Event] = []
+    t = 1_000_000_000
+
+    def add(kind: EventKind, coro: int, details: Any) -> None:
+        nonlocal t
+        t += gaps[len(out) % len(gaps)]
+        out.append(Event(kind, t, coro, loop, thread, NO_STACK, details))
+
+    def move(cid: int, by: int, old: CoroState, new: CoroState, why: str) -> None:
+        rid = ResourceID(ResourceKind.COROUTINE, cid)
+        add(
+            EventKind.STATE_TRANSITION,
+            by,
+            StateTransition(rid, why, NO_STACK, old, new),
+        )
+
+    add(
+        EventKind.STATE_TRANSITION,
+        -1,
+        StateTransition(
+            ResourceID(ResourceKind.LOOP, loop),
+            "",
+            NO_STACK,
+            LoopState.IDLE,
+            LoopState.RUNNING,
+        ),
+    )
+    s = CoroState
+    move(1, -1, s.NOT_EXIST, s.RUNNABLE, "")
+    move(1, -1, s.RUNNABLE, s.RUNNING, "")
+    for cid in range(2, n + 2):
+        move(cid, cid - 1, s.NOT_EXIST, s.RUNNABLE, "")
+        add(
+            EventKind.LABEL,
+            cid - 1,
+            Label(f"fn{cid % 7}", ResourceID(ResourceKind.COROUTINE, cid)),
+        )
+        move(cid - 1, -1, s.RUNNING, s.WAITING, "coroutine")
+        move(cid, -1, s.RUNNABLE, s.RUNNING, "")
+        if cid % 97 == 0:
+            add(EventKind.LOG, cid, Log("é category", "x" * (cid % 600), -1))
+            add(EventKind.METRIC, -1, Metric("/memory/rss:bytes", cid * 4096))
+            add(EventKind.METRIC, -1, Metric("/loop/lag:seconds", -cid / 7))
+        move(cid - 1, cid, s.WAITING, s.RUNNABLE, "coroutine")
+    return out
+
+
+def test_many_tracks_and_long_gaps(tmp_path: Path) -> None:
+    """17,000 coroutines (track uuids past two varint bytes), gaps up to two
+    seconds, long log messages and negative counters: the protobuf still
+    equals the JSON event for event."""
+    events = _many_coroutines(17_000)
+    decoded, doc = both(events, tmp_path)
+    assert same_events(decoded.events, doc["traceEvents"]) == []
+    assert max(decoded.descriptors) > 1 << 14
+    flows = Counter(ev["name"] for ev in decoded.events if ev["ph"] == "s")
+    assert flows["create"] == 17_000 and flows["wake"] == 17_000
