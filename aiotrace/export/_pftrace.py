@@ -300,39 +300,22 @@ class ProtoWriter:
 
     def _body(self, name: str, cat: str, args: Args | None) -> bytes:
         """A TrackEvent's name, category and args, encoded (interning what is
-        new); the same for every track, so kept for reuse when args are few."""
-        if not args:
-            key: Any = (name, cat)
-        elif len(args) == 1:
-            ((k, v),) = args.items()
-            key = (name, cat, k, v)
-        else:
-            key = None
-        if key is not None:
-            try:
-                body = self._bodies.get(key)
-            except TypeError:  # an unhashable value (a list of frames)
-                key = body = None
-            if body is not None:
-                return body
-        iid = self._names.get(name)
-        if iid is None:
-            iid = self._intern(self._names, _I_NAMES, name)
-        cid = self._categories.get(cat)
-        if cid is None:
-            cid = self._intern(self._categories, _I_CATEGORIES, cat)
-        body = (
-            _NAME_IID
-            + (_V[iid] if iid < _NV else varint(iid))
-            + _CATEGORY_IID
-            + (_V[cid] if cid < _NV else varint(cid))
-        )
-        if args:
-            body += self._annotations(args)
-        if key is not None:
+        new); the name and category are kept encoded, for reuse."""
+        key = (name, cat)
+        body = self._bodies.get(key)
+        if body is None:
+            iid = self._names.get(name)
+            if iid is None:
+                iid = self._intern(self._names, _I_NAMES, name)
+            cid = self._categories.get(cat)
+            if cid is None:
+                cid = self._intern(self._categories, _I_CATEGORIES, cat)
+            body = _NAME_IID + varint(iid) + _CATEGORY_IID + varint(cid)
             if len(self._bodies) >= MAX_CACHED:
                 self._bodies.clear()
             self._bodies[key] = body
+        if args:
+            return body + self._annotations(args)
         return body
 
     def begin(
@@ -459,21 +442,28 @@ class ProtoWriter:
 
     def _annotations(self, args: Args) -> bytes:
         out = b""
-        cache = self._encoded_args
         for item in args.items():
-            t = type(item[1])
-            if t is int or t is str:  # (name, value) repeats: kept encoded
-                a = cache.get(item)
-                if a is None:
-                    a = self._annotation(*item)
-                    a = _ANNOTATION + varint(len(a)) + a
-                    if len(cache) >= MAX_CACHED:
-                        cache.clear()
-                    cache[item] = a
+            k, v = item
+            t = type(v)
+            if t is int and 0 <= v < _NV:  # ids: encoded at once
+                iid = self._keys.get(k)
+                if iid is None:
+                    iid = self._intern(self._keys, _I_ANNOTATION_NAMES, k)
+                a = _A_NAME_IID + varint(iid) + _A_INT + _V[v]
+                out += _ANNOTATION + _V[len(a)] + a
+            elif (t is int or t is str) and k != "message":
+                # (name, value) repeats (reasons, frames, threads): kept encoded
+                cached = self._encoded_args.get(item)
+                if cached is None:
+                    a = self._annotation(k, v)
+                    cached = _ANNOTATION + varint(len(a)) + a
+                    if len(self._encoded_args) >= MAX_CACHED:
+                        self._encoded_args.clear()
+                    self._encoded_args[item] = cached
+                out += cached
             else:
-                a = self._annotation(*item)
-                a = _ANNOTATION + varint(len(a)) + a
-            out += a
+                a = self._annotation(k, v)
+                out += _ANNOTATION + varint(len(a)) + a
         return out
 
     def _annotation(self, k: str | None, v: Any) -> bytes:
