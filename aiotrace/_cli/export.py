@@ -21,8 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "Write a trace for Perfetto: its own protobuf format (TracePacket / "
         "TrackEvent, by default), which ui.perfetto.dev and trace processor "
         "open, or Chrome trace-event JSON (--format json), which "
-        "ui.perfetto.dev and chrome://tracing open. The protobuf is a tenth "
-        "of the JSON's size or less, and quicker to write and to load."
+        "ui.perfetto.dev and chrome://tracing open. The protobuf is about a "
+        "twentieth of the JSON's size."
     )
     add_export_arguments(p, "output", ".pftrace, or .json with --format json")
     p.add_argument(
