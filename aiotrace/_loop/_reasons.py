@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import sys
+import weakref
 from collections.abc import Iterator
+from types import CodeType
 from typing import Any
 
 SLEEP = "sleep"
@@ -140,19 +142,29 @@ class Classifier:
         self._task_types = task_types
         self._gathering = getattr(asyncio.tasks, "_GatheringFuture", None)
         self._stacks = stacks
-        self._wakers: dict[Any, str] = {}
-        # id(callback) -> callback, for callbacks queued by other threads.
-        self._from_thread: dict[int, Any] = {}
+        # Waker names by what names them: code objects, types and strings,
+        # never the callback (a closure or bound method holds user objects).
+        self._wakers: dict[tuple[Any, ...], str] = {}
+        # id(callback) -> weak reference to it, for callbacks queued by other
+        # threads: the reference tells a reused id apart without keeping the
+        # callback (and what it is bound to) alive.
+        self._from_thread: dict[int, weakref.ref[Any]] = {}
 
     def from_thread(self, callback: Any) -> None:
         """Notes that ``callback`` is about to be queued by call_soon_threadsafe.
 
         Noted before it is queued: the loop may run it at once. Most such
         callbacks wake no coroutine, so only the newest few are remembered.
+        A callback that cannot be weakly referenced is not noted: its wakeups
+        are named after the callback.
         """
+        try:
+            ref = weakref.ref(callback)
+        except TypeError:
+            return
         pending = self._from_thread
-        pending[id(callback)] = callback
-        if len(pending) > 1024:
+        pending[id(callback)] = ref
+        if len(pending) > FROM_THREAD_MAX:
             del pending[next(iter(pending))]
 
     def block(self, coro: Any, waiter: Any) -> tuple[str, Any]:
@@ -200,15 +212,48 @@ class Classifier:
         if isinstance(handle, asyncio.TimerHandle):
             return "timer"
         cb = handle._callback
-        if self._from_thread and self._from_thread.pop(id(cb), None) is cb:
-            return "thread"
+        if self._from_thread:
+            ref = self._from_thread.pop(id(cb), None)
+            if ref is not None and ref() is cb:
+                return "thread"
         if type(cb) is functools.partial:
             cb = cb.func
-        key = getattr(cb, "__func__", cb)
-        name = self._wakers.get(key)
+        key = _waker_key(cb)
+        wakers = self._wakers
+        name = wakers.get(key)
         if name is None:
-            name = self._wakers[key] = _waker_name(cb)
+            if len(wakers) >= WAKERS_MAX:
+                wakers.clear()  # code made at run time (exec, lambdas in eval)
+            name = wakers[key] = _waker_name(cb)
         return name
+
+
+FROM_THREAD_MAX = 1024
+"""Most callbacks queued from other threads remembered at once."""
+
+WAKERS_MAX = 4096
+"""Most waker names cached; the cache starts over past this."""
+
+
+def _waker_key(cb: Any) -> tuple[Any, ...]:
+    """What ``_waker_name(cb)`` depends on, holding nothing ``cb`` is bound to.
+
+    asyncio wakes from a new closure (or bound method) on every gather,
+    shield or wait: keyed by the callback, the cache would keep each one
+    alive, and with it the futures, children and results it refers to.
+    """
+    func = getattr(cb, "__func__", cb)
+    owner = type(getattr(cb, "__self__", None))
+    code = getattr(func, "__code__", None)
+    if type(code) is CodeType:
+        return (code, owner)
+    # A builtin (bound) method or a callable object: named by its type.
+    return (type(cb), owner, _str_attr(cb, "__qualname__"), _str_attr(cb, "__module__"))
+
+
+def _str_attr(obj: Any, name: str) -> str | None:
+    value = getattr(obj, name, None)
+    return value if type(value) is str else None
 
 
 def _waker_name(cb: Any) -> str:
