@@ -3,8 +3,9 @@
 Patched at class level, so every loop is covered, including loops created
 after tracing starts:
 
-- ``Handle._run``: a step starts when a handle whose callback belongs to a
-  Task runs (its ``__step`` or its wakeup); when it returns the task has
+- ``Handle._run``: a step starts when a handle whose callback is a Task's
+  ``__step`` or wakeup runs (any other method, such as ``task.cancel`` run
+  by ``call_later``, is a plain callback); when it returns the task has
   yielded, blocked on ``_fut_waiter``, or finished. One step record is
   appended when the step ends. Other callbacks are timed for stalls.
 - ``BaseEventLoop._call_soon``: a task's wakeup being scheduled with the future
@@ -62,6 +63,9 @@ TASK_TYPES: tuple[type, ...] = tuple(
     {tasks.Task, getattr(tasks, "_PyTask", tasks.Task)}
 )
 CTask: Final = tasks.Task
+STEP_NAMES: Final = frozenset({"task_wakeup", "__step", "__wakeup"})
+"""The names of the task methods that run a step: the C task's wakeup, and
+the pure-Python task's step and wakeup (the C step is a TaskStepMethWrapper)."""
 _DEFAULT_NAME: Final = re.compile(r"Task-\d+")
 ASYNCIO_DIR: Final = os.path.dirname(asyncio.__file__) + os.sep
 
@@ -81,6 +85,17 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
     def is_task_type(cls: type) -> bool:
         kind = kinds[cls] = issubclass(cls, TASK_TYPES)
         return kind
+
+    # The type of C tasks' __step callbacks; found on first sight.
+    step_type: type | None = None
+
+    def is_step(cb: Any) -> bool:
+        """Whether ``cb``, a method of a task, is its step or its wakeup."""
+        nonlocal step_type
+        if type(cb).__name__ == "TaskStepMethWrapper":
+            step_type = type(cb)
+            return True
+        return getattr(cb, "__name__", None) in STEP_NAMES
 
     def label(coro: Any, name: object) -> str:
         qualname = getattr(coro, "__qualname__", None) or type(coro).__qualname__
@@ -142,11 +157,16 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
         # loop. Keep it inline; every attribute access here is ~2% overhead on
         # a sleep(0) ping-pong.
         try:
-            task: Any = getattr(self._callback, "__self__", None)
+            cb = self._callback
+            task: Any = getattr(cb, "__self__", None)
             cls = task.__class__
             kind = cls is CTask or kinds.get(cls)
             if kind is None:
                 kind = is_task_type(cls)
+            if kind and type(cb) is not step_type:
+                # A task's method that is not its step (task.cancel run by
+                # call_later or a signal handler) is a plain callback.
+                kind = is_step(cb)
             try:
                 ts: ThreadState = local.ts
             except AttributeError:
