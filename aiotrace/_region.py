@@ -19,6 +19,7 @@ from asyncio.events import _get_running_loop
 from collections.abc import Awaitable, Callable
 from threading import get_ident
 from typing import Any, Final, ParamSpec, TypeVar
+from weakref import ref
 
 from . import _recorder
 from ._context import current_task_var, regions_var
@@ -252,12 +253,21 @@ def _decorate(type: str, fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def _owner() -> object:
-    """Returns who is running: the asyncio task, else the thread."""
+    """Returns who is running: a weak reference to the asyncio task, else the
+    thread's id.
+
+    Weak: a region sits in the context of every coroutine created inside it,
+    and must not keep the coroutine that began it alive. References to one
+    live task compare equal; a dead task's reference equals no other.
+    """
     loop = _get_running_loop()
     if loop is not None:
         task = current_task(loop)
         if task is not None:
-            return task
+            try:
+                return ref(task)
+            except TypeError:  # a task type without weak references
+                return id(task)
     return get_ident()
 
 
