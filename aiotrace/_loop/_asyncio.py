@@ -183,7 +183,10 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
             ts.t0 = t0 = clock()
         except Exception as exc:
             h.fail("Handle._run", exc)
-            return orig_run(self)
+            try:
+                return orig_run(self)
+            finally:
+                self = cb = task = None
         try:
             orig_run(self)
         finally:
@@ -212,6 +215,11 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
                     h.stall_end(ts, t0, t1)
             except Exception as exc:
                 h.fail("Handle._run", exc)
+            # As asyncio's own Handle._run does: a frame object made for this
+            # call (the f_back of a frame in a traceback that outlives it)
+            # keeps its locals, and they must not keep the handle, the task or
+            # its future alive.
+            self = cb = task = waiter = None
 
     run_code = _run.__code__
     orig_run_code = getattr(orig_run, "__code__", None)
@@ -282,7 +290,11 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
             h.fail("BaseEventLoop.create_task", exc)
             return orig_create_task(self, coro, **kwargs)
         if eager:
-            return create_eager(self, coro, kwargs)
+            try:
+                return create_eager(self, coro, kwargs)
+            finally:
+                # The eager step ran under this frame: see the end of _run.
+                del self, coro, kwargs, factory
         task = orig_create_task(self, coro, **kwargs)
         try:
             cid = h.next_coroutine()
@@ -316,6 +328,9 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
         t0 = clock()
         try:
             task = orig_create_task(loop, coro, **kwargs)
+        except BaseException:
+            del loop, coro, kwargs  # see the end of _run
+            raise
         finally:
             ts.cur = prev
         try:
@@ -331,7 +346,11 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
                 ts.events.append(step_record(task, cid, t0, t1))
         except Exception as exc:
             h.fail("BaseEventLoop.create_task", exc)
-        return task
+        try:
+            return task
+        finally:
+            # The eager step ran under this frame: see the end of _run.
+            del loop, coro, kwargs, task
 
     def creation_stack(skip: int) -> tuple[tuple[Any, int], ...]:
         """The stack of the code that created a task, ``skip`` frames up."""
@@ -368,6 +387,7 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
                 h.leave_loop(self)
             except Exception as exc:
                 h.fail("BaseEventLoop.run_forever", exc)
+            self = None  # the loop ran under this frame: see the end of _run
 
     orig_close = base_events.BaseEventLoop.close
 
@@ -527,6 +547,9 @@ class _ExecutorCall:
             ts.events.append(
                 (_RANGE_END, clock(), "executor", _THREAD, ts.native, None)
             )
+            # A traceback of the function's exception holds this frame, as
+            # concurrent.futures' own _WorkItem.run knows: drop the arguments.
+            del self, args
 
 
 def _where(func: Any) -> tuple[tuple[str, str, int], ...]:

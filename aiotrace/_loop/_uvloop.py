@@ -53,11 +53,21 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
             self._cid = cid
             self._key = 0
 
+        # A frame object made for a step (the f_back of the coroutine's frame,
+        # in a traceback that outlives the step) keeps its locals: each step
+        # frame drops what it was given and what the coroutine yielded.
+
         def send(self, value: Any) -> Any:
-            return self._step(self._coro.send, value)
+            try:
+                return self._step(self._coro.send, value)
+            finally:
+                value = None
 
         def throw(self, *args: Any) -> Any:
-            return self._step(self._coro.throw, *args)
+            try:
+                return self._step(self._coro.throw, *args)
+            finally:
+                args = ()
 
         def close(self) -> None:
             self._coro.close()
@@ -91,6 +101,9 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
             except BaseException as exc:
                 self._end(ts, prev, t0, f"raised {type(exc).__qualname__}")
                 raise
+            finally:
+                fn = None
+                args = ()
             t1 = clock()
             ts.t0 = 0
             ts.cur = prev
@@ -104,7 +117,10 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
                     h.stall_end(ts, t0, t1)
             except Exception as exc:
                 h.fail("uvloop step", exc)
-            return result
+            try:
+                return result
+            finally:
+                del result
 
         def _end(self, ts: ThreadState, prev: int, t0: int, how: str) -> None:
             t1 = clock()

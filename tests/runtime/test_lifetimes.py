@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from programs import FLAVOURS, read_trace, run
 
@@ -289,3 +290,43 @@ def test_region_does_not_keep_its_coroutine_alive(traced: Tracer) -> None:
 
     traced(lambda: asyncio.run(main()))
     assert alive == [[]]
+
+
+class _Done(Exception):
+    """What the inner task group's body raises."""
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_task_group_exception_has_no_other_referrer(
+    traced: Tracer, flavour: str
+) -> None:
+    """anyio's parent-task refcycle check, while tracing: once a nested task
+    group's ExceptionGroup is caught and dropped, the exception inside it
+    has no referrer at all.
+
+    Two holds made it fail: the waker table kept the callback that woke the
+    host task, and (on 3.12+) a hook's frame object, linked as the f_back of
+    a frame in the exception's traceback, kept the handle it ran."""
+    found: list[list[str]] = []
+
+    async def main() -> None:
+        tg = anyio.create_task_group()
+
+        async def coro_fn() -> None:
+            async with tg:
+                raise _Done
+
+        exc: BaseException | None = None
+        try:
+            async with anyio.create_task_group() as tg2:
+                tg2.start_soon(coro_fn)
+        except BaseExceptionGroup as group:
+            inner = group.exceptions[0]
+            assert isinstance(inner, BaseExceptionGroup)
+            exc = inner.exceptions[0]
+            del inner
+        assert isinstance(exc, _Done)
+        found.append([type(r).__name__ for r in gc.get_referrers(exc)])
+
+    traced(lambda: run(main, flavour))
+    assert found == [[]]
