@@ -27,10 +27,12 @@ from aiotrace.reader import EventKind, ResourceKind
 REFCYCLE_TESTS = (
     "tests/test_taskgroups.py::TestRefcycles",
     "tests/test_to_thread.py::test_run_sync_worker_cyclic_references",
-    "tests/test_to_thread.py::test_asyncio_run_does_not_leak_event_loop",
     "tests/test_sockets.py::TestTCPStream::test_happy_eyeballs_refcycles",
 )
-"""anyio's tests that check no other reference is left to an object."""
+"""anyio's tests that check no other reference is left to an object.
+
+Not ``test_asyncio_run_does_not_leak_event_loop``: it fails untraced too, about
+once in a hundred runs (anyio's worker thread can still hold the loop)."""
 
 ANYIO_OPTIONS = (
     # anyio's addopts name plugins by module (-p pytest_mock); those that
