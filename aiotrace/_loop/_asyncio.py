@@ -34,6 +34,7 @@ from typing import Any, Final
 from .._format.spec import C, CoroState, ResourceKind
 from .._recorder import clock
 from ._reasons import EXECUTOR, Classifier
+from ._stack import hide_hook_frames
 from ._state import Hooks, ThreadState
 
 _CREATE = C["CoroCreate"]
@@ -441,6 +442,15 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
             h.fail("BaseEventLoop.call_soon_threadsafe", exc)
         return orig_threadsafe(self, callback, *args, **kw)
 
+    h.hidden_codes.update(
+        (
+            _run.__code__,
+            run_forever.__code__,
+            create_task.__code__,
+            create_eager.__code__,
+        )
+    )
+    hide_hook_frames(h)
     # Without the step hook, wakeups and creations would contradict the trace.
     h.link("Handle._run", "BaseEventLoop._call_soon", "BaseEventLoop.create_task")
     h.on_loop.append(wrap_selector)

@@ -188,6 +188,11 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
         h.close_loop(self)
         orig_close(self)
 
+    # Frames under which user code runs: out of Task.get_stack() (_stack.py).
+    h.hidden_codes.update(
+        (_Coro.send.__code__, _Coro.throw.__code__, _Coro._step.__code__)
+    )
+    h.hidden_codes.add(run_forever.__code__)
     h.patch(Loop, "create_task", create_task)
     h.patch(Loop, "call_soon", call_soon)
     h.patch(Loop, "run_forever", run_forever)
