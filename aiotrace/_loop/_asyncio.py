@@ -33,6 +33,7 @@ from typing import Any, Final
 
 from .._format.spec import C, CoroState, ResourceKind
 from .._recorder import clock
+from ._labels import coroutine_label
 from ._reasons import EXECUTOR, Classifier
 from ._stack import hide_hook_frames
 from ._state import Hooks, ThreadState
@@ -98,9 +99,7 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
             return True
         return getattr(cb, "__name__", None) in STEP_NAMES
 
-    def label(coro: Any, name: object) -> str:
-        qualname = getattr(coro, "__qualname__", None) or type(coro).__qualname__
-        return qualname if name is None else f"{qualname} {name}"
+    label = coroutine_label
 
     def discover(task: Any, ts: ThreadState, state: CoroState) -> int:
         """Gives a task created before tracing (or out of sight) an id."""

@@ -1,18 +1,18 @@
 """Why a coroutine waits, and what woke it: asyncio's code objects, classified.
 
 A blocked task's await chain (``cr_await`` from its coroutine inwards) is
-matched, outermost frame first, against the code of the library functions
-that wait for something: ``Queue.get`` waits on the queue even though, deep
-inside, it awaits a plain future. Lookups are by code object identity.
+matched, outermost frame first, against the library functions that wait for
+something: ``Queue.get`` waits on the queue even though, deep inside, it
+awaits a plain future. Functions are named by package, module and qualified
+name, and each code object is looked up once (``ReasonTable``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import sys
+import os
 import weakref
-from collections.abc import Iterator
 from types import CodeType
 from typing import Any
 
@@ -74,20 +74,46 @@ _ASYNCIO: dict[str, tuple[str, ...]] = {
 }
 
 _ANYIO: dict[str, tuple[str, ...]] = {
+    # The outermost known function of the await chain names the reason, so
+    # both the generic classes and each backend's own (anyio 4.5+ makes a
+    # backend-specific Lock, Event... on asyncio) are listed.
     SLEEP: ("_core._eventloop.sleep",),
     LOCK: (
         "_core._synchronization.Lock.acquire",
+        "_core._synchronization.LockAdapter.acquire",
         "_core._synchronization.Semaphore.acquire",
+        "_core._synchronization.SemaphoreAdapter.acquire",
+        "_core._synchronization.Condition.acquire",
         "_core._synchronization.Condition.wait",
+        "_core._synchronization.Condition.wait_for",
         "_core._synchronization.CapacityLimiter.acquire",
         "_core._synchronization.CapacityLimiter.acquire_on_behalf_of",
+        "_core._synchronization.CapacityLimiterAdapter.acquire",
+        "_core._synchronization.CapacityLimiterAdapter.acquire_on_behalf_of",
+        "_backends._asyncio.Lock.acquire",
+        "_backends._asyncio.Semaphore.acquire",
+        "_backends._asyncio.CapacityLimiter.acquire",
+        "_backends._asyncio.CapacityLimiter.acquire_on_behalf_of",
+        "_backends._trio.Lock.acquire",
+        "_backends._trio.Semaphore.acquire",
+        "_backends._trio.CapacityLimiter.acquire",
+        "_backends._trio.CapacityLimiter.acquire_on_behalf_of",
     ),
-    EVENT: ("_core._synchronization.Event.wait",),
+    EVENT: (
+        "_core._synchronization.Event.wait",
+        "_core._synchronization.EventAdapter.wait",
+        "_backends._asyncio.Event.wait",
+        "_backends._trio.Event.wait",
+    ),
     QUEUE: (
         "streams.memory.MemoryObjectReceiveStream.receive",
         "streams.memory.MemoryObjectSendStream.send",
     ),
-    GATHER: ("_backends._asyncio.TaskGroup.__aexit__",),
+    GATHER: (
+        "_backends._asyncio.TaskGroup.__aexit__",
+        "_backends._trio.TaskGroup.__aexit__",
+    ),
+    COROUTINE: ("_core._tasks.TaskHandle.wait",),
     EXECUTOR: ("to_thread.run_sync",),
     IO: (
         "_backends._asyncio.SocketStream.receive",
@@ -95,50 +121,72 @@ _ANYIO: dict[str, tuple[str, ...]] = {
         "_core._sockets.connect_tcp",
         "_core._sockets.wait_socket_readable",
         "_core._sockets.wait_socket_writable",
+        "_core._sockets.wait_readable",
+        "_core._sockets.wait_writable",
         "_backends._asyncio.wait_readable",
         "_backends._asyncio.wait_writable",
+        "_backends._asyncio.AsyncIOBackend.wait_readable",
+        "_backends._asyncio.AsyncIOBackend.wait_writable",
     ),
 }
 
+REASON_TABLES: tuple[tuple[str, dict[str, tuple[str, ...]]], ...] = (
+    ("asyncio", _ASYNCIO),
+    ("anyio", _ANYIO),
+)
+"""(package, table) pairs: the reasons the asyncio hooks know."""
 
-def _resolve(root: str, path: str) -> Any:
-    """Finds ``root.path`` among imported modules: the longest module prefix,
-    then attributes. Returns None if it is not there (an older version)."""
-    parts = path.split(".")
-    for i in range(len(parts) - 1, 0, -1):
-        obj: Any = sys.modules.get(".".join((root, *parts[:i])))
-        if obj is None:
-            continue
-        for attr in parts[i:]:
-            obj = getattr(obj, attr, None)
-        return obj
-    return None
+REASONS_MAX = 1 << 16
+"""Most code objects a ReasonTable remembers; it starts over past this."""
 
 
-def codes_of(root: str, table: dict[str, tuple[str, ...]]) -> Iterator[tuple[Any, str]]:
-    """Yields (code object, reason) for the functions named in ``table``."""
-    for reason, paths in table.items():
-        for path in paths:
-            obj = _resolve(root, path)
-            obj = getattr(obj, "__wrapped__", obj)
-            code = getattr(obj, "__code__", None)
-            if code is not None:
-                yield code, reason
+class ReasonTable(dict[Any, "str | None"]):
+    """ReasonTable maps code objects to the reason their function waits for.
 
+    Each code object is looked up once, by its file and qualified name, and
+    the answer (a reason, or None) is remembered: a package imported after
+    tracing started (or lazily, as anyio imports its parts) is known as soon
+    as its code is seen, and nothing but code objects is kept. Index it with
+    ``table[code]``; ``get`` fills it too.
+    """
 
-def reason_table() -> dict[Any, str]:
-    """Returns {code object: reason} for asyncio, and anyio if it is imported."""
-    table = dict(codes_of("asyncio", _ASYNCIO))
-    if "anyio" in sys.modules:
-        table.update(codes_of("anyio", _ANYIO))
-    return table
+    def __init__(self, *tables: tuple[str, dict[str, tuple[str, ...]]]) -> None:
+        super().__init__()
+        # qualified name -> [("/package/module.py", reason)], in table order.
+        # A path "a.b.C.f" does not say where the module ends: every split
+        # is indexed, and only the real one matches a code object.
+        self._names: dict[str, list[tuple[str, str]]] = {}
+        for root, table in tables:
+            for reason, paths in table.items():
+                for path in paths:
+                    parts = path.split(".")
+                    for i in range(1, len(parts)):
+                        where = "/" + "/".join((root, *parts[:i])) + ".py"
+                        qualname = ".".join(parts[i:])
+                        self._names.setdefault(qualname, []).append((where, reason))
+
+    def __missing__(self, code: Any) -> str | None:
+        found: str | None = None
+        for where, reason in self._names.get(getattr(code, "co_qualname", ""), ()):
+            if code.co_filename.replace(os.sep, "/").endswith(where):
+                found = reason
+                break
+        if len(self) >= REASONS_MAX:
+            self.clear()  # code made at run time (exec), over and over
+        self[code] = found
+        return found
+
+    def get(self, code: Any, default: Any = None) -> Any:
+        """Returns the reason of ``code``, or ``default`` if it names none."""
+        found = self[code]
+        return default if found is None else found
 
 
 class Classifier:
     """Classifier names what a blocked task waits for, and what woke a task."""
 
     def __init__(self, task_types: tuple[type, ...], *, stacks: bool) -> None:
-        self._reasons = reason_table()
+        self._reasons = ReasonTable(*REASON_TABLES)
         self._task_types = task_types
         self._gathering = getattr(asyncio.tasks, "_GatheringFuture", None)
         self._stacks = stacks
@@ -188,7 +236,7 @@ class Classifier:
                     break
                 nxt = x.gi_yieldfrom
             if found is None:
-                found = reasons.get(code)
+                found = reasons[code]
             if frames is not None:
                 frame = getattr(x, "cr_frame", None) or getattr(x, "gi_frame", None)
                 if frame is not None:

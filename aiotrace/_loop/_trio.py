@@ -28,8 +28,9 @@ from ._reasons import (
     IO,
     LOCK,
     QUEUE,
+    REASON_TABLES,
     SLEEP,
-    codes_of,
+    ReasonTable,
 )
 from ._state import Hooks, ThreadState
 
@@ -80,11 +81,8 @@ def install(h: Hooks) -> None:
     trio = sys.modules.get("trio")
     if trio is None:
         return
-    reasons = dict(codes_of("trio", _TRIO))
-    if "anyio" in sys.modules:
-        from ._reasons import reason_table
-
-        reasons.update(reason_table())
+    # Looked up by name as code is seen: anyio may be imported (lazily) later.
+    reasons = ReasonTable(("trio", _TRIO), *REASON_TABLES)
     trio_dir = os.path.dirname(str(trio.__file__)) + os.sep
     make = _instrument_class(trio)
 

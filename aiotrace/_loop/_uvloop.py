@@ -18,6 +18,7 @@ from typing import Any
 
 from .._format.spec import C, ResourceKind
 from .._recorder import clock
+from ._labels import coroutine_label
 from ._reasons import Classifier
 from ._state import Hooks, ThreadState
 
@@ -141,10 +142,7 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
         task = orig_create_task(self, proxy, **kwargs)
         proxy._key = id(task)
         ids[id(task)] = cid
-        name = kwargs.get("name")
-        label = getattr(coro, "__qualname__", None) or type(coro).__qualname__
-        if name is not None:
-            label = f"{label} {name}"
+        label = coroutine_label(coro, kwargs.get("name"))
         now = clock()
         h.thread_state().events.extend(
             (
