@@ -140,3 +140,24 @@ def test_cancel_of_runnable_task_from_callback(trace_path: Path) -> None:
     cid = trace.one("_yielder")
     assert trace.waits(cid) == []
     assert trace.end(cid) == "cancelled"
+
+
+def test_cancel_from_call_later_python_tasks(trace_path: Path) -> None:
+    """The same with asyncio's pure-Python tasks, whose step and wakeup are
+    bound methods (the C task's are not): ``task.cancel`` is still a plain
+    callback."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(
+            lambda loop, coro, **kw: asyncio.tasks._PyTask(coro, loop=loop, **kw)  # type: ignore[attr-defined]
+        )
+        started = asyncio.Event()
+        task = asyncio.create_task(_sleeper(started))
+        assert type(task) is asyncio.tasks._PyTask  # type: ignore[attr-defined]
+        await started.wait()
+        loop.call_later(0.001, task.cancel)
+        await _run_until_cancelled(task)
+
+    _, trace = trace_program(trace_path, main)
+    _check_cancelled_wait(trace)
