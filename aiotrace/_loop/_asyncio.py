@@ -402,13 +402,16 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
         inner = getattr(loop, "_selector", None)
         if inner is None or isinstance(inner, _Selector):
             return
-        loop._selector = wrapper = _Selector(inner, h, lid)
+        loop._selector = _Selector(inner, h, lid)
+        # Only a weak reference: a loop dropped unclosed keeps its selector,
+        # whose keys hold the program's callbacks.
         ref = weakref.ref(loop)
 
         def undo() -> None:
-            alive = ref()
-            if alive is not None and getattr(alive, "_selector", None) is wrapper:
-                alive._selector = inner
+            alive: Any = ref()
+            wrapper = getattr(alive, "_selector", None)
+            if isinstance(wrapper, _Selector) and wrapper._h is h:
+                alive._selector = wrapper._inner
 
         h.on_uninstall("selector", undo)
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
 import threading
 import tracemalloc
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -330,3 +332,35 @@ def test_task_group_exception_has_no_other_referrer(
 
     traced(lambda: run(main, flavour))
     assert found == [[]]
+
+
+def test_unclosed_loop_and_its_callbacks_are_freed(traced: Tracer) -> None:
+    """A loop dropped without close() (its selector still holding a reader
+    callback bound to a program object) is freed with that object while
+    tracing: the tracer holds the loop and its selector weakly."""
+    refs: list[weakref.ref[Any]] = []
+    alive: list[list[str]] = []
+
+    class Reader:
+        def on_readable(self) -> None:
+            """Never called: nothing is written."""
+
+    def program() -> None:
+        a, b = socket.socketpair()
+        try:
+            loop = asyncio.new_event_loop()
+            reader_ = Reader()
+            loop.add_reader(a.fileno(), reader_.on_readable)
+            loop.run_until_complete(asyncio.sleep(0))
+            refs.extend((weakref.ref(loop), weakref.ref(reader_)))
+            del loop, reader_
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)  # unclosed loop
+                gc.collect()
+            alive.append([repr(r()) for r in refs if r() is not None])
+        finally:
+            a.close()
+            b.close()
+
+    traced(program)
+    assert alive == [[]]
