@@ -27,6 +27,7 @@ from ._errors import TracingWarning
 from ._format.spec import C
 from ._recorder import capture_stack
 from ._task import BACKGROUND_TASK
+from ._text import text
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -50,7 +51,7 @@ class Region:
     __slots__ = ("_owner", "_state", "task_id", "type")
 
     def __init__(self, type: str) -> None:
-        self.type = type
+        self.type = type if isinstance(type, str) else text(type)
         self.task_id = BACKGROUND_TASK
         self._state = 0  # 0 not begun, 1 open, 2 ended
         self._owner: object = None
@@ -134,7 +135,7 @@ class _Off(Region):
     __slots__ = ()
 
     def __init__(self, type: str) -> None:
-        self.type = type
+        self.type = type if isinstance(type, str) else text(type)
         self.task_id = BACKGROUND_TASK
         self._state = 0
 
@@ -175,12 +176,13 @@ def region(type: str) -> Region:
     context manager does.
     """
     if _recorder.active is None:
+        if not isinstance(type, str):  # cached by text only, never the object
+            return _Off(type)
         off = _off_cache.get(type)
         if off is None:
             off = _Off(type)
             if len(_off_cache) < _OFF_CACHE_MAX:
-                with contextlib.suppress(TypeError):  # an unhashable "type"
-                    _off_cache[type] = off
+                _off_cache[type] = off
         return off
     return Region(type)
 

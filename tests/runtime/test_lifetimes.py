@@ -364,3 +364,28 @@ def test_unclosed_loop_and_its_callbacks_are_freed(traced: Tracer) -> None:
 
     traced(program)
     assert alive == [[]]
+
+
+def test_annotation_arguments_are_not_kept(traced: Tracer) -> None:
+    """An object passed where an annotation takes text (a log message or
+    category, a region or task type) is recorded as its text: the events
+    waiting to be drained do not keep it alive."""
+    refs: list[weakref.ref[Any]] = []
+    alive: list[list[str]] = []
+
+    def program() -> None:
+        exc = Boom("boom")
+        refs.append(weakref.ref(exc))
+        aiotrace.log("category", exc)  # type: ignore[arg-type]
+        aiotrace.log(exc, "message")  # type: ignore[arg-type]
+        aiotrace.logf(exc, "%s", "message")  # type: ignore[arg-type]
+        with aiotrace.region(exc) as r:  # type: ignore[arg-type]
+            assert r.type == "boom"
+        with aiotrace.new_task(exc) as t:  # type: ignore[arg-type]
+            assert t.type == "boom"
+        del exc, r, t
+        gc.collect()
+        alive.append([repr(r()) for r in refs if r() is not None])
+
+    traced(program)
+    assert alive == [[]]
