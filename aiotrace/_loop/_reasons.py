@@ -176,7 +176,7 @@ class ReasonTable(dict[Any, "str | None"]):
         self[code] = found
         return found
 
-    def get(self, code: Any, default: Any = None) -> Any:
+    def get(self, code: Any, default: str | None = None) -> str | None:  # type: ignore[override]
         """Returns the reason of ``code``, or ``default`` if it names none."""
         found = self[code]
         return default if found is None else found
