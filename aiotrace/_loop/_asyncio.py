@@ -398,22 +398,24 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
             h.fail("BaseEventLoop.close", exc)
         orig_close(self)
 
+    # The loops whose selector is wrapped, held weakly: a loop dropped
+    # unclosed keeps its selector, whose keys hold the program's callbacks.
+    wrapped: weakref.WeakSet[Any] = weakref.WeakSet()
+
     def wrap_selector(loop: Any, lid: int, ts: ThreadState) -> None:
         inner = getattr(loop, "_selector", None)
         if inner is None or isinstance(inner, _Selector):
             return
         loop._selector = _Selector(inner, h, lid)
-        # Only a weak reference: a loop dropped unclosed keeps its selector,
-        # whose keys hold the program's callbacks.
-        ref = weakref.ref(loop)
+        wrapped.add(loop)
 
-        def undo() -> None:
-            alive: Any = ref()
-            wrapper = getattr(alive, "_selector", None)
+    def unwrap_selectors() -> None:
+        for loop in list(wrapped):
+            wrapper = getattr(loop, "_selector", None)
             if isinstance(wrapper, _Selector) and wrapper._h is h:
-                alive._selector = wrapper._inner
+                loop._selector = wrapper._inner
 
-        h.on_uninstall("selector", undo)
+    h.on_uninstall("selector", unwrap_selectors)
 
     # run_in_executor: executor ranges, and a reason for awaiting the future.
 
