@@ -13,8 +13,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from programs import FLAVOURS, Trace, trace_program
+from programs import FLAVOURS, Trace, read_trace, trace_program
 
+import aiotrace
 from aiotrace.reader import CoroState
 
 
@@ -161,3 +162,42 @@ def test_cancel_from_call_later_python_tasks(trace_path: Path) -> None:
 
     _, trace = trace_program(trace_path, main)
     _check_cancelled_wait(trace)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uvloop is Unix-only")
+def test_cancel_from_callbacks_on_uvloop(trace_path: Path) -> None:
+    """On uvloop, a waiting task cancelled by call_later, by another thread
+    and by a signal handler: each wait ends by "cancel" and validates."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for how in ("call_later", "thread", "signal"):
+            started = asyncio.Event()
+            task = asyncio.create_task(_sleeper(started))
+            await started.wait()
+            if how == "call_later":
+                loop.call_later(0.001, task.cancel)
+            elif how == "thread":
+                thread = threading.Thread(
+                    target=loop.call_soon_threadsafe, args=(task.cancel,)
+                )
+                thread.start()
+                thread.join()
+            else:
+                loop.add_signal_handler(signal.SIGUSR1, task.cancel)
+                os.kill(os.getpid(), signal.SIGUSR1)
+            try:
+                await _run_until_cancelled(task)
+            finally:
+                loop.remove_signal_handler(signal.SIGUSR1)
+
+    with aiotrace.tracing(trace_path):
+        uvloop.run(main())
+    trace = read_trace(trace_path)
+    trace.check()
+    cids = trace.coros("_sleeper")
+    assert len(cids) == 3
+    for cid in cids:
+        assert [(w.reason, w.waker) for w in trace.waits(cid)] == [("event", "cancel")]
+        assert trace.end(cid) == "cancelled"
