@@ -78,6 +78,9 @@ _CRITERIA = (
     ("step", "longest step"),
 )
 """How coroutine rows are chosen: the top of each, in turn."""
+MIN_SCORE_NS = 1_000_000
+"""Below this, a coroutine gets a row only among the first ``ALWAYS`` of a criterion."""
+ALWAYS = 3
 
 
 def _uv(out: bytearray, v: int) -> None:
@@ -92,12 +95,13 @@ class _Lod:
 
     Per level, a span is (zigzag start delta, duration, head[, count]) in
     units of the level's resolution, varint-encoded; head is
-    ``(name << 4 | kind) << 1 | merged``, and merged spans carry their
-    count.
+    ``(name << 4 | kind) << 1 | merged``; a merged span (a block) carries
+    ``count << 4 | fill``, fill being the share of it its spans cover, in
+    16ths (``15 * covered // length``).
 
     Invariant: ``out[L]`` is None once level L outgrew ``cap`` (dropped);
     ``pend[L]`` maps a merge key (0 on exclusive rows, else the kind) to
-    the block being merged: [start, end, kind, name, count, longest].
+    the block being merged: [start, end, kind, name, count, longest, covered].
     """
 
     __slots__ = ("cap", "exclusive", "last", "out", "pend")
@@ -109,8 +113,15 @@ class _Lod:
         self.pend: list[dict[int, list[int]]] = [{} for _ in RES]
         self.last = [0] * LEVELS
 
-    def add(self, s: int, e: int, k: int, n: int, c: int = 1, lv: int = 0) -> None:
-        """Adds a span (times relative to the trace's start) at level ``lv`` up."""
+    def add(
+        self, s: int, e: int, k: int, n: int, c: int = 1, cov: int = -1, lv: int = 0
+    ) -> None:
+        """Adds a span (times relative to the trace's start) at level ``lv`` up.
+
+        ``c`` spans covering ``cov`` ns of it (all of it if -1) stand behind it.
+        """
+        if cov < 0:
+            cov = e - s
         while lv < LEVELS:
             r = RES[lv]
             d = e - s
@@ -122,6 +133,7 @@ class _Lod:
                     if e > p[1]:
                         p[1] = e
                     p[4] += c
+                    p[6] += cov
                     if p[3] != n:
                         p[3] = 0
                     if d > p[5]:
@@ -129,18 +141,19 @@ class _Lod:
                         p[2] = k
                     return
                 del pend[key]
-                self._write(lv, p[0], p[1], p[2], p[3], p[4])
-                self.add(p[0], p[1], p[2], p[3], p[4], lv + 1)
+                self._write(lv, p)
+                self.add(p[0], p[1], p[2], p[3], p[4], p[6], lv + 1)
             if d < r:
-                pend[key] = [s, e, k, n, c, d]
+                pend[key] = [s, e, k, n, c, d, cov]
                 return
-            self._write(lv, s, e, k, n, c)
+            self._write(lv, (s, e, k, n, c, d, cov))
             lv += 1
 
-    def _write(self, lv: int, s: int, e: int, k: int, n: int, c: int) -> None:
+    def _write(self, lv: int, p: Any) -> None:
         out = self.out[lv]
         if out is None:
             return
+        s, e, k, n, c, _, cov = p
         r = RES[lv]
         qs = s // r
         dq = qs - self.last[lv]
@@ -148,8 +161,9 @@ class _Lod:
         _uv(out, dq << 1 if dq >= 0 else (-dq << 1) - 1)
         _uv(out, e // r - qs)
         if c > 1:
+            # A block: how many spans, and how much of it they cover, in 16ths.
             _uv(out, (n << 5) | (k << 1) | 1)
-            _uv(out, c)
+            _uv(out, c << 4 | (15 * cov // (e - s) if e > s else 15))
         else:
             _uv(out, (n << 5) | (k << 1))
         if len(out) > self.cap:
@@ -161,9 +175,9 @@ class _Lod:
             pend = self.pend[lv]
             while pend:
                 _, p = pend.popitem()
-                self._write(lv, p[0], p[1], p[2], p[3], p[4])
+                self._write(lv, p)
                 if lv + 1 < LEVELS:
-                    self.add(p[0], p[1], p[2], p[3], p[4], lv + 1)
+                    self.add(p[0], p[1], p[2], p[3], p[4], p[6], lv + 1)
 
 
 class _Row:
@@ -591,19 +605,21 @@ class TimelineBuilder:
                 r = ranked[crit]
                 if depth < len(r) and len(chosen) < self.max_coroutines:
                     score, cid = r[depth]
+                    if depth >= ALWAYS and score < MIN_SCORE_NS and crit != "stall":
+                        continue
                     if cid not in chosen:
                         chosen[cid] = []
                     chosen[cid].append(f"{why} {_fmt(score)}")
             depth += 1
-        for cid, whys in chosen.items():
-            c, cend, _ = self._kept[cid]
+        for rank, (cid, whys) in enumerate(chosen.items()):
+            c, _, _ = self._kept[cid]
             if c.lod is None:
                 self._promote(c)
             label = self._coro_label.get(cid, "")
             row = _Row(
                 "coroutines",
                 f"C{cid} {label}" if label else f"C{cid}",
-                (3, cid),
+                (3, rank),
                 c.lod,  # type: ignore[arg-type]
             )
             row.info = "; ".join(whys)
