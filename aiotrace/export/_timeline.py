@@ -52,6 +52,10 @@ KINDS = (
 )
 _KIND = {k: i for i, k in enumerate(KINDS)}
 _RUNNING, _RUNNABLE, _WAITING = _KIND["running"], _KIND["runnable"], _KIND["waiting"]
+_STEP = _KIND["step"]
+_ST = EventKind.STATE_TRANSITION
+_COROUTINE, _LOOP = ResourceKind.COROUTINE, ResourceKind.LOOP
+_CORO_RUNNING, _LOOP_RUNNING = CoroState.RUNNING, LoopState.RUNNING
 RES0_NS = 1000
 """The finest resolution: 1 µs."""
 FACTOR = 8
@@ -65,7 +69,7 @@ MAX_LANES = 12
 """Lanes per task type; more overlapping tasks share the last lane."""
 DEFAULT_MAX_BYTES = 10_000_000
 """The default page budget for the timeline and its search index."""
-_PROMOTE = 1024
+_PROMOTE = 65536
 """Spans a coroutine buffers before it gets levels of its own."""
 _IDLE_REASONS = frozenset(("io", "sleep", "timer", ""))
 """Waits that are a coroutine idling, not blocked on another's work."""
@@ -81,13 +85,25 @@ _CRITERIA = (
 MIN_SCORE_NS = 1_000_000
 """Below this, a coroutine gets a row only among the first ``ALWAYS`` of a criterion."""
 ALWAYS = 3
+PER_FUNCTION = 5
+"""The most rows one coroutine function gets for one criterion (but stalls)."""
 
 
 def _uv(out: bytearray, v: int) -> None:
+    if v < _SMALL:
+        out += _VB[v]
+        return
     while v >= 0x80:
         out.append((v & 0x7F) | 0x80)
         v >>= 7
     out.append(v)
+
+
+_SMALL = 1 << 14
+_VB: list[bytes] = []
+_VB += (bytes((v,)) for v in range(0x80))
+_VB += (bytes(((v & 0x7F) | 0x80, v >> 7)) for v in range(0x80, _SMALL))
+"""The varints of 0 to 16383, made once."""
 
 
 class _Lod:
@@ -158,8 +174,21 @@ class _Lod:
         qs = s // r
         dq = qs - self.last[lv]
         self.last[lv] = qs
-        _uv(out, dq << 1 if dq >= 0 else (-dq << 1) - 1)
-        _uv(out, e // r - qs)
+        z = dq << 1 if dq >= 0 else (-dq << 1) - 1
+        du = e // r - qs
+        if c == 1:
+            head = (n << 5) | (k << 1)
+            if z < _SMALL and du < _SMALL and head < _SMALL:
+                out += _VB[z] + _VB[du] + _VB[head]
+            else:
+                _uv(out, z)
+                _uv(out, du)
+                _uv(out, head)
+            if len(out) > self.cap:
+                self.out[lv] = None
+            return
+        _uv(out, z)
+        _uv(out, du)
         if c > 1:
             # A block: how many spans, and how much of it they cover, in 16ths.
             _uv(out, (n << 5) | (k << 1) | 1)
@@ -265,6 +294,9 @@ class TimelineBuilder:
         self._task_open: dict[int, tuple[str, int, int, int]] = {}  # id -> type, lane, t, coro
         self._lanes: dict[str, list[int]] = {}  # task type -> open tasks per lane
         self._stalled: set[int] = set()  # loops in a stall
+        self._loops: dict[int, tuple[_Row, _Row, _Row]] = {}
+        self._codes: dict[tuple[int, str], int] = {}  # (kind, reason) -> code
+        self._step_names: dict[int, int] = {}  # coroutine -> name of its steps
         self._loop_labels: dict[int, str] = {}
         self._thread_labels: dict[int, str] = {}
         # Candidates for coroutine rows: a min-heap of (score, id) per criterion,
@@ -323,21 +355,21 @@ class TimelineBuilder:
 
     def __call__(self, ev: Event) -> None:
         """Takes one event, in the reader's order."""
-        t = ev.time
+        # An Event is a tuple (kind, time, coroutine, loop, thread, stack,
+        # details): unpacking it is the fast way through millions of them.
+        kind, t, _, loop, _, _, d = ev
         if self.origin is None:
             self.origin = t
         if t > self.now:
             self.now = t
         t = self.now
-        kind = ev.kind
-        if kind is EventKind.STATE_TRANSITION:
-            st = ev.state_transition
-            rid = st.resource.id
-            if st.resource.kind is ResourceKind.COROUTINE:
-                self._coro(ev, rid, st.old, st.new, st.reason, t)
-            elif st.resource.kind is ResourceKind.LOOP:
-                row = self._loop_row(rid, "busy")
-                if st.new is LoopState.RUNNING:
+        if kind is _ST:
+            rk, rid = d.resource
+            if rk is _COROUTINE:
+                self._coro(loop, rid, d.old, d.new, d.reason, t)
+            elif rk is _LOOP:
+                row = self._loop_rows(rid)[0]
+                if d.new is _LOOP_RUNNING:
                     if "run" not in row.open:
                         self._open(row, "run", t, "busy", "running")
                 else:
@@ -373,15 +405,21 @@ class TimelineBuilder:
             elif rk is ResourceKind.THREAD:
                 self._thread_labels.setdefault(rid, label.label)
 
-    def _loop_row(self, loop: int, part: str) -> _Row:
-        order = {"busy": 0, "steps": 1, "stalls & GC": 2}[part]
-        return self._row(
-            ("loop", loop, part),
-            f"loop {loop}",
-            part,
-            (0, loop * 4 + order),
-            exclusive=part != "stalls & GC",
-        )
+    def _loop_rows(self, loop: int) -> tuple[_Row, _Row, _Row]:
+        """A loop's rows: busy, steps, and stalls & GC."""
+        rows = self._loops.get(loop)
+        if rows is None:
+            rows = self._loops[loop] = tuple(  # type: ignore[assignment]
+                self._row(
+                    ("loop", loop, part),
+                    f"loop {loop}",
+                    part,
+                    (0, loop * 4 + i),
+                    exclusive=part != "stalls & GC",
+                )
+                for i, part in enumerate(("busy", "steps", "stalls & GC"))
+            )
+        return rows  # type: ignore[return-value]
 
     def _range(self, ev: Event) -> tuple[_Row, Any, str, str]:
         r = ev.range
@@ -396,11 +434,11 @@ class TimelineBuilder:
             if ev.stack and name == "executor":
                 name = f"executor: {ev.stack.frames[0].func}"
         if sk is ResourceKind.LOOP:
-            row = self._loop_row(sid, "stalls & GC")
+            row = self._loop_rows(sid)[2]
         elif sk is ResourceKind.THREAD:
             row = self._row(("thread", sid), "threads", f"thread {sid}", (1, sid))
         elif ev.loop != NO_LOOP:
-            row = self._loop_row(ev.loop, "stalls & GC")
+            row = self._loop_rows(ev.loop)[2]
         else:
             row = self._row(
                 ("thread", ev.thread), "threads", f"thread {ev.thread}", (1, ev.thread)
@@ -473,43 +511,54 @@ class TimelineBuilder:
 
     # -- coroutines ----------------------------------------------------------
 
-    def _coro(
-        self, ev: Event, cid: int, old: Any, new: Any, reason: str, t: int
-    ) -> None:
+    def _coro(self, loop: int, cid: int, old: Any, new: Any, reason: str, t: int) -> None:
         c = self._coros.get(cid)
-        if old is CoroState.RUNNING:
-            loop = self._coro_loop.pop(cid, None)
-            if loop is not None:
-                self._close(self._loop_row(loop, "steps"), cid, t)
-                if self._loop_coro.get(loop) == cid:
-                    del self._loop_coro[loop]
-        if new is CoroState.RUNNING and ev.loop != NO_LOOP:
-            self._coro_loop[cid] = ev.loop
-            self._loop_coro[ev.loop] = cid
-            label = self._coro_label.get(cid, "")
-            name = label.split(" ", 1)[0] if label else f"C{cid}"
-            self._open(self._loop_row(ev.loop, "steps"), cid, t, "step", name)
+        if old is _CORO_RUNNING:
+            on = self._coro_loop.pop(cid, None)
+            if on is not None:
+                self._close(self._loop_rows(on)[1], cid, t)
+                if self._loop_coro.get(on) == cid:
+                    del self._loop_coro[on]
+        if new is _CORO_RUNNING and loop != NO_LOOP:
+            self._coro_loop[cid] = loop
+            self._loop_coro[loop] = cid
+            name = self._step_names.get(cid)
+            if name is None:
+                label = self._coro_label.get(cid, "")
+                name = self._name(label.split(" ", 1)[0] if label else f"C{cid}")
+                if label:
+                    self._step_names[cid] = name
+            self._loop_rows(loop)[1].open[cid] = (t, _STEP, name)
         if c is None:
-            if new in (CoroState.NOT_EXIST, CoroState.UNDETERMINED):
+            if new is CoroState.NOT_EXIST or new is CoroState.UNDETERMINED:
                 return
             c = self._coros[cid] = _Coro(cid, t)
             self.coroutines += 1
         else:
             self._end_state(c, t)
         c.since = t
-        if new is CoroState.RUNNING:
-            if ev.loop in self._stalled:
+        if new is _CORO_RUNNING:
+            if loop in self._stalled:
                 c.in_stall = True
-            c.code = self._name("running") << 4 | _RUNNING
+            c.code = self._code(_RUNNING, "")
         elif new is CoroState.RUNNABLE:
-            c.code = self._name("runnable") << 4 | _RUNNABLE
+            c.code = self._code(_RUNNABLE, "")
         elif new is CoroState.WAITING:
-            c.code = self._name(f"waiting: {reason or '?'}") << 4 | _WAITING
+            c.code = self._code(_WAITING, reason)
             c.wait_reason = reason
         else:
             c.code = -1
             del self._coros[cid]
+            self._step_names.pop(cid, None)
             self._coro_ended(c, t)
+
+    def _code(self, kind: int, reason: str) -> int:
+        """A coroutine state's ``name << 4 | kind``."""
+        code = self._codes.get((kind, reason))
+        if code is None:
+            name = KINDS[kind] + (f": {reason or '?'}" if kind == _WAITING else "")
+            code = self._codes[(kind, reason)] = self._name(name) << 4 | kind
+        return code
 
     def _end_state(self, c: _Coro, t: int) -> None:
         code = c.code
@@ -597,6 +646,7 @@ class TimelineBuilder:
         ranked = {
             crit: sorted(heap, reverse=True) for crit, heap in self._heaps.items()
         }
+        per_function: dict[tuple[str, str], int] = {}
         depth = 0
         while len(chosen) < self.max_coroutines and any(
             depth < len(r) for r in ranked.values()
@@ -605,8 +655,14 @@ class TimelineBuilder:
                 r = ranked[crit]
                 if depth < len(r) and len(chosen) < self.max_coroutines:
                     score, cid = r[depth]
-                    if depth >= ALWAYS and score < MIN_SCORE_NS and crit != "stall":
-                        continue
+                    if crit != "stall":
+                        if depth >= ALWAYS and score < MIN_SCORE_NS:
+                            continue
+                        func = self._coro_label.get(cid, "").split(" ", 1)[0]
+                        n = per_function.get((crit, func), 0)
+                        if n >= PER_FUNCTION:
+                            continue
+                        per_function[(crit, func)] = n + 1
                     if cid not in chosen:
                         chosen[cid] = []
                     chosen[cid].append(f"{why} {_fmt(score)}")
@@ -690,29 +746,30 @@ class TimelineBuilder:
     def _fit(self, rows: list[tuple[Any, _Row]], n_levels: int, budget: int) -> list[int]:
         """The finest level each row keeps so that the rows fit ``budget`` bytes.
 
-        The finest level of the biggest row goes first; every row keeps its
-        coarsest level.
+        Detail goes evenly: the finest level kept anywhere goes first, from
+        the biggest row down, so every row keeps at least the detail of the
+        worst one. Every row keeps its coarsest level.
         """
         keep = []
         total = 0
-        heap: list[tuple[int, int]] = []
+        heap: list[tuple[int, int, int]] = []  # (level, -bytes, row)
         for i, (_, row) in enumerate(rows):
             out = row.lod.out
             lv = next((lv for lv in range(n_levels) if out[lv] is not None), n_levels - 1)
             keep.append(lv)
             total += sum(_b64len(len(o)) for o in out[lv:n_levels] if o is not None)
             if lv < n_levels - 1:
-                heapq.heappush(heap, (-len(out[lv] or b""), i))
+                heapq.heappush(heap, (lv, -len(out[lv] or b""), i))
         while total > budget and heap:
-            neg, i = heapq.heappop(heap)
+            lv, neg, i = heapq.heappop(heap)
             out = rows[i][1].lod.out
             total -= _b64len(-neg)
-            lv = keep[i] + 1
+            lv += 1
             while lv < n_levels - 1 and out[lv] is None:
                 lv += 1
             keep[i] = lv
             if lv < n_levels - 1:
-                heapq.heappush(heap, (-len(out[lv] or b""), i))
+                heapq.heappush(heap, (lv, -len(out[lv] or b""), i))
         return keep
 
     def _encode_index(
