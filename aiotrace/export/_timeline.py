@@ -30,7 +30,6 @@ from array import array
 from typing import Any
 
 from ..reader import (
-    NO_COROUTINE,
     NO_LOOP,
     CoroState,
     Event,
@@ -146,7 +145,7 @@ class _Lod:
             p = pend.get(key)
             if p is not None:
                 if d < r and s - p[1] < r:
-                    if e > p[1]:
+                    if e > p[1]:  # noqa: PLR1730 (the hot path: max() costs a call)
                         p[1] = e
                     p[4] += c
                     p[6] += cov
@@ -291,7 +290,9 @@ class TimelineBuilder:
         self._coros: dict[int, _Coro] = {}
         self._loop_coro: dict[int, int] = {}  # loop -> coroutine running on it
         self._coro_loop: dict[int, int] = {}  # coroutine running -> its loop
-        self._task_open: dict[int, tuple[str, int, int, int]] = {}  # id -> type, lane, t, coro
+        self._task_open: dict[
+            int, tuple[str, int, int, int]
+        ] = {}  # id -> type, lane, t, coro
         self._lanes: dict[str, list[int]] = {}  # task type -> open tasks per lane
         self._stalled: set[int] = set()  # loops in a stall
         self._loops: dict[int, tuple[_Row, _Row, _Row]] = {}
@@ -360,7 +361,7 @@ class TimelineBuilder:
         kind, t, _, loop, _, _, d = ev
         if self.origin is None:
             self.origin = t
-        if t > self.now:
+        if t > self.now:  # noqa: PLR1730 (the hot path)
             self.now = t
         t = self.now
         if kind is _ST:
@@ -463,15 +464,13 @@ class TimelineBuilder:
 
     def _task_begin(self, tid: int, ttype: str, t: int, coro: int) -> None:
         lanes = self._lanes.setdefault(ttype, [])
-        for lane, n in enumerate(lanes):
-            if n == 0:
-                break
+        if 0 in lanes:
+            lane = lanes.index(0)
+        elif len(lanes) < MAX_LANES:
+            lane = len(lanes)
+            lanes.append(0)
         else:
-            if len(lanes) < MAX_LANES:
-                lane = len(lanes)
-                lanes.append(0)
-            else:
-                lane = MAX_LANES - 1
+            lane = MAX_LANES - 1
         lanes[lane] += 1
         self._task_open[tid] = (ttype, lane, t, coro)
         row = self._row(
@@ -511,7 +510,9 @@ class TimelineBuilder:
 
     # -- coroutines ----------------------------------------------------------
 
-    def _coro(self, loop: int, cid: int, old: Any, new: Any, reason: str, t: int) -> None:
+    def _coro(
+        self, loop: int, cid: int, old: Any, new: Any, reason: str, t: int
+    ) -> None:
         c = self._coros.get(cid)
         if old is _CORO_RUNNING:
             on = self._coro_loop.pop(cid, None)
@@ -567,8 +568,7 @@ class TimelineBuilder:
         d = t - c.since
         k = code & 15
         if k == _RUNNING:
-            if d > c.step:
-                c.step = d
+            c.step = max(c.step, d)
             if c.in_stall:
                 c.stall += d
                 c.in_stall = False
@@ -680,7 +680,7 @@ class TimelineBuilder:
             )
             row.info = "; ".join(whys)
             self._rows[("coro", cid)] = row
-        coro_rows = {cid: None for cid in chosen}
+        coro_rows = dict.fromkeys(chosen)
 
         rows_out: list[tuple[Any, _Row]] = []
         for key, row in sorted(self._rows.items(), key=lambda kv: kv[1].order):
@@ -726,7 +726,9 @@ class TimelineBuilder:
                     size += _b64len(len(out))
             finest = next(lv for lv, d in enumerate(data) if d is not None)
             worst = max(worst, RES[finest])
-            rows.append({"group": group, "label": label, "info": row.info, "levels": data})
+            rows.append(
+                {"group": group, "label": label, "info": row.info, "levels": data}
+            )
         return {
             "duration_ns": duration,
             "kinds": list(KINDS),
@@ -743,7 +745,9 @@ class TimelineBuilder:
             "max_bytes": self.max_bytes,
         }
 
-    def _fit(self, rows: list[tuple[Any, _Row]], n_levels: int, budget: int) -> list[int]:
+    def _fit(
+        self, rows: list[tuple[Any, _Row]], n_levels: int, budget: int
+    ) -> list[int]:
         """The finest level each row keeps so that the rows fit ``budget`` bytes.
 
         Detail goes evenly: the finest level kept anywhere goes first, from
@@ -755,7 +759,9 @@ class TimelineBuilder:
         heap: list[tuple[int, int, int]] = []  # (level, -bytes, row)
         for i, (_, row) in enumerate(rows):
             out = row.lod.out
-            lv = next((lv for lv in range(n_levels) if out[lv] is not None), n_levels - 1)
+            lv = next(
+                (lv for lv in range(n_levels) if out[lv] is not None), n_levels - 1
+            )
             keep.append(lv)
             total += sum(_b64len(len(o)) for o in out[lv:n_levels] if o is not None)
             if lv < n_levels - 1:
@@ -784,9 +790,7 @@ class TimelineBuilder:
         name, zigzag id delta, and (row + 1) << 1 | is_task (row 0: none).
         Beyond a quarter of the budget, the shortest-lived are left out.
         """
-        lane_row = {
-            lane: row_of.get(key, -1) for key, lane in self._lane_keys.items()
-        }
+        lane_row = {lane: row_of.get(key, -1) for key, lane in self._lane_keys.items()}
         n = len(self._ix_id)
         starts, ends = self._ix_start, self._ix_end
         order = sorted(range(n), key=starts.__getitem__)

@@ -1,4 +1,5 @@
-"""A long synthetic server trace, written with the writer's own Encoder.
+"""A long synthetic server trace, written with the writer's own Encoder, and
+decoders for the report's embedded timeline.
 
 One loop serves a request every ``1 / per_second`` seconds for ``seconds``
 seconds (one generation per second): each request is a coroutine
@@ -27,9 +28,7 @@ SLOW_WAIT_NS = 300_000_000
 STALL_NS = 200_000_000
 
 
-def _request(
-    ev: list[tuple[Any, ...]], t: int, cid: int, task: int
-) -> None:
+def _request(ev: list[tuple[Any, ...]], t: int, cid: int, task: int) -> None:
     c = C
     ev += [
         (c["LoopRun"], t, LOOP),
@@ -48,7 +47,9 @@ def _request(
     ]
 
 
-def write_server_trace(path: Path, *, seconds: int = 30, per_second: int = 1000) -> dict[str, int]:
+def write_server_trace(
+    path: Path, *, seconds: int = 30, per_second: int = 1000
+) -> dict[str, int]:
     """Writes the trace; returns the ids and times of what is worth seeing.
 
     Returns:
@@ -105,13 +106,33 @@ def write_server_trace(path: Path, *, seconds: int = 30, per_second: int = 1000)
                 ev += [
                     (C["LoopRun"], t0, LOOP),
                     (C["CoroCreate"], t0 + 100, cid, None),
-                    (C["Label"], t0 + 200, ResourceKind.COROUTINE, cid, "blocking_call"),
-                    (C["RangeBegin"], t0 + 300, "loop stall", ResourceKind.LOOP, LOOP, None),
+                    (
+                        C["Label"],
+                        t0 + 200,
+                        ResourceKind.COROUTINE,
+                        cid,
+                        "blocking_call",
+                    ),
+                    (
+                        C["RangeBegin"],
+                        t0 + 300,
+                        "loop stall",
+                        ResourceKind.LOOP,
+                        LOOP,
+                        None,
+                    ),
                     (C["CoroStart"], t0 + 300, cid),
                     (C["TaskBegin"], t0 + 400, task, 0, "report", None),
                     (C["TaskEnd"], end, task, None),
                     (C["CoroEnd"], end + 100, cid, "returned"),
-                    (C["RangeEnd"], end + 100, "loop stall", ResourceKind.LOOP, LOOP, None),
+                    (
+                        C["RangeEnd"],
+                        end + 100,
+                        "loop stall",
+                        ResourceKind.LOOP,
+                        LOOP,
+                        None,
+                    ),
                     (C["LoopIdle"], end + 200, LOOP),
                 ]
                 skip = range(i + 1, i + 1 + STALL_NS // gap + 1)
@@ -121,3 +142,68 @@ def write_server_trace(path: Path, *, seconds: int = 30, per_second: int = 1000)
     path.write_bytes(b"".join(parts))
     found["coroutines"] = next(ids) - 1
     return found
+
+
+def _varints(data: bytes) -> list[int]:
+    out = []
+    v = shift = 0
+    for b in data:
+        v |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            out.append(v)
+            v = shift = 0
+    assert shift == 0, "a varint is cut short"
+    return out
+
+
+def _unzigzag(z: int) -> int:
+    return -(z + 1) // 2 if z & 1 else z // 2
+
+
+def decode_level(b64: str, res_ns: int) -> list[tuple[int, int, int, int, int, int]]:
+    """A row's level as the page embeds it, decoded: (start, end, kind, name,
+    count, fill) per span, in ns, in the order written (fill: 15 for a span,
+    the share its spans cover in 16ths for a block)."""
+    import base64
+
+    vs = _varints(base64.b64decode(b64))
+    spans = []
+    i = q = 0
+    while i < len(vs):
+        q += _unzigzag(vs[i])
+        dur, head = vs[i + 1], vs[i + 2]
+        i += 3
+        count, fill = 1, 15
+        if head & 1:
+            count, fill = vs[i] >> 4, vs[i] & 15
+            i += 1
+        spans.append(
+            (q * res_ns, (q + dur) * res_ns, (head >> 1) & 15, head >> 5, count, fill)
+        )
+    return spans
+
+
+def decode_index(b64: str) -> list[dict[str, int]]:
+    """The search index as the page embeds it: start and end (ns, to the µs),
+    name, id, task (0 or 1) and row (-1: none) per entry."""
+    import base64
+
+    vs = _varints(base64.b64decode(b64))
+    out = []
+    s = rid = 0
+    for i in range(0, len(vs), 5):
+        s += _unzigzag(vs[i])
+        rid += _unzigzag(vs[i + 3])
+        f = vs[i + 4]
+        out.append(
+            {
+                "start": s * 1000,
+                "end": (s + vs[i + 1]) * 1000,
+                "name": vs[i + 2],
+                "id": rid,
+                "task": f & 1,
+                "row": (f >> 1) - 1,
+            }
+        )
+    return out
