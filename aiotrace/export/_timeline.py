@@ -617,7 +617,10 @@ class TimelineBuilder:
                 self._coro_label[c.id] = label
 
     def _unref(self, cid: int) -> None:
-        c, t, refs = self._kept[cid]
+        kept = self._kept.get(cid)
+        if kept is None:  # a coroutine id used twice (ids are unique in aiotrace's)
+            return
+        c, t, refs = kept
         if refs > 1:
             self._kept[cid] = (c, t, refs - 1)
         else:
@@ -655,6 +658,8 @@ class TimelineBuilder:
                 r = ranked[crit]
                 if depth < len(r) and len(chosen) < self.max_coroutines:
                     score, cid = r[depth]
+                    if cid not in self._kept:
+                        continue
                     if crit != "stall":
                         if depth >= ALWAYS and score < MIN_SCORE_NS:
                             continue
@@ -682,17 +687,19 @@ class TimelineBuilder:
             self._rows[("coro", cid)] = row
         coro_rows = dict.fromkeys(chosen)
 
-        rows_out: list[tuple[Any, _Row]] = []
-        for key, row in sorted(self._rows.items(), key=lambda kv: kv[1].order):
-            row.lod.flush()
-            if any(row.lod.out[lv] for lv in range(LEVELS)):
-                rows_out.append((key, row))
         # Levels coarser than a tenth of the trace show nothing new.
         duration = end - origin
         n_levels = 1
         while n_levels < LEVELS and RES[n_levels] * 10 <= max(duration, 1):
             n_levels += 1
         n_levels = min(n_levels + 1, LEVELS)
+        rows_out: list[tuple[Any, _Row]] = []
+        for key, row in sorted(self._rows.items(), key=lambda kv: kv[1].order):
+            row.lod.flush()
+            # A row with spans has them at its coarsest level, unless that
+            # outgrew the cap too (then it has nothing to draw).
+            if row.lod.out[n_levels - 1]:
+                rows_out.append((key, row))
 
         index, index_left_out = self._encode_index(
             {key: i for i, (key, _) in enumerate(rows_out)}, coro_rows, rows_out
