@@ -329,7 +329,8 @@ def test_search_jumps_to_a_coroutine(
 ) -> None:
     """Typing a coroutine's name in the search box and pressing Enter zooms
     to its life and highlights its row; a coroutine without a row of its own
-    (found by its id) gets a row at the top showing its life."""
+    (found by its id) gets a row at the top showing its life; a user task
+    is found in its lane."""
     path, data, found = long_page
     page, errors, requests = open_report(browser, path)
     try:
@@ -370,12 +371,42 @@ def test_search_jumps_to_a_coroutine(
         runs = page.evaluate(ROW_RUNS, [drawn["found"]["y"], drawn["found"]["h"]])
         assert runs and runs[0][1] - runs[0][0] > 500  # its life, most of the width
 
+        page.locator("#search").fill("task 3")
+        assert page.locator("#search-results li[data-i]").count() == 1
+        page.locator("#search").press("Enter")
+        drawn = page.evaluate("() => window.aiotraceReport.drawn()")
+        assert drawn["found"] == {"id": 3, "task": True, "row": _row(data, "request")}
+        assert drawn["rows"][_row(data, "request")]["spans"] >= 1
+
         page.locator("#search").fill("no such thing")
         assert page.locator("#search-results li[data-i]").count() == 0
         assert (
             "no coroutine or task matches"
             in page.locator("#search-results").inner_text()
         )
+        assert errors == []
+        assert requests == [path.as_uri()]
+    finally:
+        page.close()
+
+
+def test_empty_trace_in_chromium(browser: Any, tmp_path: Path) -> None:
+    """A trace with nothing in it makes a page that opens without errors,
+    draws no row and says there is nothing to draw."""
+    trace = tmp_path / "empty.trace"
+    write_server_trace(trace, seconds=0)
+    data = build_report_data(trace)
+    assert data["events"] == 0
+    assert data["timeline"]["rows"] == [] and data["timeline"]["index"] == ""
+    path = tmp_path / "empty.html"
+    path.write_text(render_report(data), encoding="utf-8")
+    page, errors, requests = open_report(browser, path)
+    try:
+        assert page.evaluate("() => window.aiotraceReport.drawn().rows") == []
+        assert "Nothing to draw" in page.locator("#timeline-section").inner_text()
+        page.locator("#zoom-in").click()
+        page.locator("#search").fill("C1")
+        assert page.locator("#search-results li[data-i]").count() == 0
         assert errors == []
         assert requests == [path.as_uri()]
     finally:
