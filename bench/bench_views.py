@@ -1,7 +1,7 @@
 """bench_views: time and peak memory of ``aiotrace export`` and ``aiotrace report``.
 
 Run: ``python bench/bench_views.py [--seconds 30] [--long 300] [--rounds N]
-[--connections 50] [--keep DIR] [--trace FILE ...]``
+[--connections 50] [--keep DIR] [--trace FILE ...] [--passes read report]``
 
 It records an aiohttp server traced under load: ``bench_aiohttp.py``'s
 server (the ``/api`` route: the aiohttp middleware's user task per request,
@@ -39,6 +39,7 @@ from typing import Any
 from _common import environment, print_table
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+READ_LABEL = "read (typed, every event)"
 READ = (
     "import sys; sys.path.insert(0, {here!r}); from _common import read_typed; "
     "print(read_typed({path!r}))"
@@ -114,7 +115,7 @@ def measured(cmd: list[str]) -> dict[str, Any]:
         }
 
 
-def views(trace: str, rounds: int, tmp: str) -> list[list[str]]:
+def views(trace: str, rounds: int, tmp: str, passes: list[str]) -> list[list[str]]:
     """Measures the read, the export and the report of ``trace``; table rows."""
     exe = sys.executable
     export_dir = os.path.join(tmp, "export")
@@ -126,9 +127,17 @@ def views(trace: str, rounds: int, tmp: str) -> list[list[str]]:
         shutil.copy(trace, exported)
     html = os.path.join(tmp, "report.html")
     cmds = {
-        "read (typed, every event)": [exe, "-c", READ.format(here=HERE, path=trace)],
+        READ_LABEL: [exe, "-c", READ.format(here=HERE, path=trace)],
         "aiotrace export": [exe, "-m", "aiotrace", "export", exported],
         "aiotrace report": [exe, "-m", "aiotrace", "report", trace, "-o", html],
+    }
+    labels = {
+        "read": READ_LABEL,
+        "export": "aiotrace export",
+        "report": "aiotrace report",
+    }
+    cmds = {
+        labels[p]: cmds[labels[p]] for p in ("read", "export", "report") if p in passes
     }
     got: dict[str, list[dict[str, Any]]] = {k: [] for k in cmds}
     for r in range(rounds):
@@ -154,8 +163,8 @@ def views(trace: str, rounds: int, tmp: str) -> list[list[str]]:
                 f"{m['rss_mb']:.0f} MB",
                 flush=True,
             )
-    events = int(got["read (typed, every event)"][0]["stdout"].strip())
-    read_cpu = statistics.median(m["cpu"] for m in got["read (typed, every event)"])
+    events = int(got[READ_LABEL][0]["stdout"].strip())
+    read_cpu = statistics.median(m["cpu"] for m in got[READ_LABEL])
     rows = []
     for name, ms in got.items():
         cpu = statistics.median(m["cpu"] for m in ms)
@@ -183,6 +192,13 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--keep", metavar="DIR", help="keep the traces in DIR")
     p.add_argument("--trace", nargs="+", metavar="FILE", help="measure these traces")
+    p.add_argument(
+        "--passes",
+        nargs="+",
+        default=["read", "export", "report"],
+        choices=["read", "export", "report"],
+        help="what to measure (the read is the reference: keep it)",
+    )
     args = p.parse_args()
     print(environment())
     print(f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
@@ -208,7 +224,7 @@ def main() -> None:
                 traces.append(path)
         for trace in traces:
             print(f"\n{trace}: {os.path.getsize(trace) / 1e6:.1f} MB")
-            rows = views(trace, args.rounds, tmp)
+            rows = views(trace, args.rounds, tmp, args.passes)
             print_table(
                 f"{os.path.basename(trace)}: medians of {args.rounds} round(s), "
                 f"load average after {os.getloadavg()[0]:.1f}",

@@ -20,6 +20,10 @@ the page grow together. A row's level that outgrows ``row_cap`` bytes is
 dropped while reading (that row then shows the next coarser level); at
 the end, the finest levels of the biggest rows are dropped until the page
 fits ``max_bytes``. The page says how fine it is.
+
+Search: every coroutine and user task gets an entry (start, end, name,
+id, row) in an index the page searches; beyond a quarter of the budget,
+the shortest-lived are left out.
 """
 
 from __future__ import annotations
@@ -290,9 +294,8 @@ class TimelineBuilder:
         self._coros: dict[int, _Coro] = {}
         self._loop_coro: dict[int, int] = {}  # loop -> coroutine running on it
         self._coro_loop: dict[int, int] = {}  # coroutine running -> its loop
-        self._task_open: dict[
-            int, tuple[str, int, int, int]
-        ] = {}  # id -> type, lane, t, coro
+        # task id -> (type, lane, begin, the coroutine that began it)
+        self._task_open: dict[int, tuple[str, int, int, int]] = {}
         self._lanes: dict[str, list[int]] = {}  # task type -> open tasks per lane
         self._stalled: set[int] = set()  # loops in a stall
         self._loops: dict[int, tuple[_Row, _Row, _Row]] = {}
@@ -702,7 +705,7 @@ class TimelineBuilder:
                 rows_out.append((key, row))
 
         index, index_left_out = self._encode_index(
-            {key: i for i, (key, _) in enumerate(rows_out)}, coro_rows, rows_out
+            {key: i for i, (key, _) in enumerate(rows_out)}, coro_rows
         )
         budget = max(self.max_bytes - _b64len(len(index)), self.max_bytes // 2)
         keep = self._fit(rows_out, n_levels, budget)
@@ -789,29 +792,35 @@ class TimelineBuilder:
         self,
         row_of: dict[Any, int],
         coro_rows: dict[int, None],
-        rows: list[tuple[Any, _Row]],
     ) -> tuple[bytearray, int]:
         """The search index as the page embeds it, and how many it left out.
 
-        Per entry, sorted by start, in µs: zigzag start delta, duration,
-        name, zigzag id delta, and (row + 1) << 1 | is_task (row 0: none).
-        Beyond a quarter of the budget, the shortest-lived are left out.
+        Per entry, in the order they ended, in µs: zigzag start delta,
+        duration, name, zigzag id delta, and (row + 1) << 1 | is_task (row
+        0: none). Beyond a quarter of the budget, the shortest-lived are
+        left out, by powers of two of their lifetime: no sorting, no copy.
         """
         lane_row = {lane: row_of.get(key, -1) for key, lane in self._lane_keys.items()}
         n = len(self._ix_id)
         starts, ends = self._ix_start, self._ix_end
-        order = sorted(range(n), key=starts.__getitem__)
-        out = bytearray()
         cap = self.max_bytes // 4 * 3 // 4  # bytes before base64
-        left_out = 0
-        if n * 6 > cap:  # too big, likely: keep the longest-lived
-            by_len = sorted(range(n), key=lambda i: starts[i] - ends[i])
-            approx = max(cap // 9, 1)
-            keep = set(by_len[:approx])
-            order = [i for i in order if i in keep]
-            left_out = n - len(order)
+        shortest = 0  # bit length of the shortest lifetime kept
+        if n * 6 > cap:  # likely too big: count lifetimes by bit length
+            by_bits = [0] * 65
+            for i in range(n):
+                by_bits[(ends[i] - starts[i]).bit_length()] += 1
+            room = cap // 9  # entries, at about 9 bytes each
+            shortest = 65
+            while shortest > 0 and by_bits[shortest - 1] <= room:
+                shortest -= 1
+                room -= by_bits[shortest]
+        out = bytearray()
+        kept = 0
         prev_s = prev_id = 0
-        for i in order:
+        for i in range(n):
+            if shortest and (ends[i] - starts[i]).bit_length() < shortest:
+                continue
+            kept += 1
             s = starts[i] // 1000
             dq = s - prev_s
             prev_s = s
@@ -828,7 +837,7 @@ class TimelineBuilder:
             else:
                 r = row_of.get(("coro", rid), -1) if rid in coro_rows else -1
                 _uv(out, (r + 1) << 1)
-        return out, left_out
+        return out, n - kept
 
 
 def _b64len(n: int) -> int:
