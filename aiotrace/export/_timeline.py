@@ -72,7 +72,7 @@ MAX_LANES = 12
 """Lanes per task type; more overlapping tasks share the last lane."""
 DEFAULT_MAX_BYTES = 10_000_000
 """The default page budget for the timeline and its search index."""
-_PROMOTE = 65536
+_PROMOTE = 16384
 """Spans a coroutine buffers before it gets levels of its own."""
 _IDLE_REASONS = frozenset(("io", "sleep", "timer", ""))
 """Waits that are a coroutine idling, not blocked on another's work."""
@@ -590,7 +590,9 @@ class TimelineBuilder:
             c.lod.add(c.since - o, t - o, k, code >> 4)
 
     def _promote(self, c: _Coro) -> None:
-        lod = c.lod = _Lod(True, self.row_cap)
+        # Up to max_coroutines rows share the budget: a coroutine's level
+        # gets a sixteenth of what a loop's may take.
+        lod = c.lod = _Lod(True, max(self.row_cap // 16, 4096))
         buf = c.buf
         assert buf is not None
         c.buf = None
