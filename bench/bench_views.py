@@ -164,6 +164,7 @@ def views(trace: str, rounds: int, tmp: str, passes: list[str]) -> list[list[str
                 flush=True,
             )
     events = int(got[READ_LABEL][0]["stdout"].strip())
+    print(f"  {events:,} typed events")
     read_cpu = statistics.median(m["cpu"] for m in got[READ_LABEL])
     rows = []
     for name, ms in got.items():
