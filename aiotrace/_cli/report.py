@@ -65,7 +65,12 @@ def run(args: argparse.Namespace) -> int:
         )
     print(
         f"wrote {out}: {result.events} events, {result.page_bytes / 1e6:.1f} MB, "
-        f"timeline detail {_fmt_res(result.timeline_resolution_ns)} or finer"
+        f"timeline detail {_fmt_res(result.loops_resolution_ns)} or finer"
+        + (
+            f" ({_fmt_res(result.timeline_resolution_ns)} on some coroutine rows)"
+            if result.timeline_resolution_ns > result.loops_resolution_ns
+            else ""
+        )
     )
     return 0
 

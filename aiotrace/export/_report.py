@@ -31,6 +31,8 @@ class ReportResult:
         timeline_resolution_ns: the timeline's detail where it is coarsest:
             every row shows real spans down to this resolution (spans
             shorter than it, closer than it, are merged into blocks).
+        loops_resolution_ns: the same, over the rows of loops, threads
+            and user tasks (not coroutines).
         coroutines_left_out: coroutines without a row of their own (each
             is still in the search index, unless ``search_left_out``).
         search_left_out: coroutines and tasks left out of the search index
@@ -41,6 +43,7 @@ class ReportResult:
     events: int
     truncated: str | None
     timeline_resolution_ns: int
+    loops_resolution_ns: int
     coroutines_left_out: int
     search_left_out: int
     page_bytes: int
@@ -199,6 +202,7 @@ def write_report(
         data["events"],
         data["truncated"],
         tl["resolution_ns"],
+        tl["loops_resolution_ns"],
         tl["coroutines_left_out"],
         tl["index_left_out"],
         len(page.encode("utf-8")),

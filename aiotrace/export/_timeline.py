@@ -716,7 +716,7 @@ class TimelineBuilder:
         for s, i in self._names.items():
             names[i] = s
         rows = []
-        worst = 0
+        worst = worst_loops = 0
         size = _b64len(len(index))
         for (key, row), kept in zip(rows_out, keep, strict=True):
             group, label = row.group, row.label
@@ -738,6 +738,8 @@ class TimelineBuilder:
                     size += _b64len(len(out))
             finest = next(lv for lv, d in enumerate(data) if d is not None)
             worst = max(worst, RES[finest])
+            if key[0] != "coro":
+                worst_loops = max(worst_loops, RES[finest])
             rows.append(
                 {"group": group, "label": label, "info": row.info, "levels": data}
             )
@@ -748,6 +750,7 @@ class TimelineBuilder:
             "levels_ns": list(RES[:n_levels]),
             "rows": rows,
             "resolution_ns": worst,
+            "loops_resolution_ns": worst_loops,
             "coroutines": self.coroutines,
             "coroutines_left_out": self.coroutines - len(chosen),
             "index": base64.b64encode(index).decode("ascii"),

@@ -95,7 +95,7 @@ def test_report_data_matches_the_trace(rich_trace: Path) -> None:
     tl = data["timeline"]
     levels = tl["levels_ns"]
     assert levels[0] == 1000 and all(b == a * 8 for a, b in itertools.pairwise(levels))
-    assert tl["resolution_ns"] == 1000
+    assert tl["resolution_ns"] == tl["loops_resolution_ns"] == 1000
     assert tl["bytes"] <= tl["max_bytes"] == 10_000_000
     groups = {r["group"] for r in tl["rows"]}
     assert sum(g.startswith("loop ") for g in groups) == 2
@@ -220,6 +220,7 @@ def test_page_stays_within_its_budget(
         next(i for i, d in enumerate(r["levels"]) if d is not None) for r in tl["rows"]
     ]
     assert tl["resolution_ns"] == tl["levels_ns"][max(finest)] > 1000
+    assert 1000 < tl["loops_resolution_ns"] <= tl["resolution_ns"]
     # The biggest rows go first: the request lane before the slow coroutine.
     labels = [r["label"] for r in tl["rows"]]
     slow = next(i for i, lb in enumerate(labels) if lb.endswith("slow_query"))
