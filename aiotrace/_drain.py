@@ -20,13 +20,13 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ._encode import Encoder
 from ._errors import TracingError, TracingWarning
 from ._format.framing import HEADER
-from ._format.spec import EVENTS_LOST
-from ._recorder import Recorder, clock
+from ._format.spec import EVENTS_LOST, C
+from ._recorder import Event, Recorder, ThreadBuffer, clock
 from ._restate import Snapshot, StateTracker, status_records
 
 EVENT_COST = 120
@@ -37,6 +37,16 @@ BATCH_EVENTS = 4096
 
 GENERATION_BYTES = 1 << 20
 """A generation closes after the drain that takes it past this many bytes."""
+
+
+_START = C["CoroStart"]
+_STEP_ENDS = {
+    C["CoroRunYield"]: C["CoroYield"],
+    C["CoroRunBlock"]: C["CoroBlock"],
+    C["CoroRunEnd"]: C["CoroEnd"],
+}
+"""Each step record's code, and the code of the transition that ends it."""
+_RUN_YIELD = C["CoroRunYield"]
 
 
 class Outbox:
@@ -145,6 +155,15 @@ class Drainer:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._abandoned = False
+        self.hooks: Any = None
+        """The loop hooks' state (``_loop._state.Hooks``), whose per-thread
+        step state places each cut (``Recorder.take``)."""
+        # Buffers that held events this generation.
+        self._seen: set[ThreadBuffer] = set()
+        # (coroutine, start) of a step that ran across a cut and whose start
+        # was written before it, by thread buffer: its record, still to come,
+        # is written as the transition that ends the step.
+        self._restated: dict[ThreadBuffer, tuple[int, int]] = {}
         self._thread = threading.Thread(
             target=self._run, name="aiotrace-drain", daemon=True
         )
@@ -254,7 +273,15 @@ class Drainer:
     def drain_once(self) -> None:
         """Takes every thread's pending events and encodes or drops them."""
         encoder = self.encoder
-        for buf, events in self.recorder.take():
+        hooks = self.hooks
+        states = None
+        if hooks is not None:
+            states = {id(ts.events): ts for ts in list(hooks.threads)}
+        restated = self._restated
+        for buf, events in self.recorder.take(states):
+            self._seen.add(buf)
+            if restated and buf in restated and _end_step(events, restated[buf]):
+                del restated[buf]
             for i in range(0, len(events), BATCH_EVENTS):
                 chunk = events[i : i + BATCH_EVENTS]
                 outbox = self.outbox
@@ -328,6 +355,7 @@ class Drainer:
         self._snapshot = self.tracker.cut()
 
     def _end_generation(self) -> None:
+        self._restate_in_flight()
         self._restate()
         self._emit(self.encoder.end_generation())
         on_generation = self.on_generation
@@ -344,6 +372,33 @@ class Drainer:
             on_generation(whole)
         finally:
             self._handing += 1
+
+    def _restate_in_flight(self) -> None:
+        """Writes the start of each step running across this cut.
+
+        A step is recorded as one record when it ends, with its start; the
+        events it records meanwhile (regions, logs, tasks) precede it. When
+        a cut falls inside the step, those events are in this generation and
+        the record in a later one. So the step's start is written here, as a
+        ``CoroStart`` at its start time on its thread, which gives those
+        events their coroutine; the tracker then restates the coroutine as
+        RUNNING on that thread, and the record, when it comes, is written as
+        the transition that ends the step (``_end_step``).
+        """
+        seen, self._seen = self._seen, set()
+        restated = self._restated
+        for buf in seen:
+            step = buf.in_flight
+            if step is None or restated.get(buf) == step:
+                continue
+            cid, t0 = step
+            restated[buf] = step
+            record: Event = (_START, t0, cid)
+            self._emit(
+                self.encoder.encode_batch(buf.thread_id, buf.name, [record], follow=True)
+            )
+        for buf in [b for b in restated if not b.is_alive()]:
+            del restated[buf]  # its thread exited inside the step
 
     def _restate(self) -> None:
         """Writes the status records of what was alive at the generation's start."""
@@ -384,3 +439,23 @@ def _warn(message: str) -> None:
     # Warnings configured as errors must not kill the thread.
     with contextlib.suppress(Exception):
         warnings.warn(message, TracingWarning, stacklevel=2)
+
+
+def _end_step(events: list[Event], step: tuple[int, int]) -> bool:
+    """Rewrites, in ``events``, the record of the step ``step`` (coroutine,
+    start) whose start was written in an earlier generation, as the
+    transition that ends it, at its end time. Returns whether it was there.
+
+    The record's start may be a little later than the one written (a trio
+    guest run's steps run inside a host callback, whose start the hooks
+    publish), never earlier.
+    """
+    cid, t0 = step
+    for i, ev in enumerate(events):
+        end = _STEP_ENDS.get(ev[0])
+        if end is not None and ev[2] == cid and ev[1] >= t0:
+            # (code, start, cid, duration, *rest) -> (end code, end, cid, *rest)
+            rest = ev[4:] if end != _STEP_ENDS[_RUN_YIELD] else (None,)
+            events[i] = (end, ev[1] + ev[3], cid, *rest)
+            return True
+    return False

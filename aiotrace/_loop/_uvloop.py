@@ -93,7 +93,6 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
                 raise
             t1 = clock()
             ts.t0 = 0
-            ts.cur = prev
             try:
                 if result is None or result.done():
                     ts.events.append((_RUN_YIELD, t0, cid, t1 - t0))
@@ -104,14 +103,16 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
                     h.stall_end(ts, t0, t1)
             except Exception as exc:
                 h.fail("uvloop step", exc)
+            finally:
+                ts.cur = prev  # once the record is in (see _drain)
             return result
 
         def _end(self, ts: ThreadState, prev: int, t0: int, how: str) -> None:
             t1 = clock()
             ts.t0 = 0
-            ts.cur = prev
             ids.pop(self._key, None)
             ts.events.append((_RUN_END, t0, self._cid, t1 - t0, how))
+            ts.cur = prev  # once the record is in (see _drain)
             if t1 - t0 > h.stall_ns:
                 h.stall_end(ts, t0, t1)
 
