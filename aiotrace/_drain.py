@@ -164,6 +164,8 @@ class Drainer:
         # was written before it, by thread buffer: its record, still to come,
         # is written as the transition that ends the step.
         self._restated: dict[ThreadBuffer, tuple[int, int]] = {}
+        self.steps_cut = 0
+        """Steps that ran across a cut, all told (their start restated)."""
         self._thread = threading.Thread(
             target=self._run, name="aiotrace-drain", daemon=True
         )
@@ -393,9 +395,12 @@ class Drainer:
                 continue
             cid, t0 = step
             restated[buf] = step
+            self.steps_cut += 1
             record: Event = (_START, t0, cid)
             self._emit(
-                self.encoder.encode_batch(buf.thread_id, buf.name, [record], follow=True)
+                self.encoder.encode_batch(
+                    buf.thread_id, buf.name, [record], follow=True
+                )
             )
         for buf in [b for b in restated if not b.is_alive()]:
             del restated[buf]  # its thread exited inside the step
