@@ -38,6 +38,12 @@ BATCH_EVENTS = 4096
 GENERATION_BYTES = 1 << 20
 """A generation closes after the drain that takes it past this many bytes."""
 
+FIRST_GENERATION_BYTES = 64 << 10
+FIRST_GENERATION_SECONDS = 0.1
+"""The first generation a consumer gets (a new trace, one that joins a
+running recording) closes sooner, so a live reader or a snapshot has a whole
+generation within a fraction of a second."""
+
 
 _START = C["CoroStart"]
 _STEP_ENDS = {
@@ -135,6 +141,8 @@ class Drainer:
         self.interval = interval
         self.generation_bytes = generation_bytes
         self.generation_ns = int(generation_seconds * 1e9)
+        self.first_generation_bytes = FIRST_GENERATION_BYTES
+        self.first_generation_ns = int(FIRST_GENERATION_SECONDS * 1e9)
         self.tracker = StateTracker()
         self.encoder = Encoder(follow=self.tracker)
         self.on_generation: Callable[[Generation], None] | None = None
@@ -150,6 +158,8 @@ class Drainer:
         # Odd while a whole generation moves from _parts to on_generation.
         self._handing = 0
         self._rotate_due = False
+        # Whether the open generation is a consumer's first (closes sooner).
+        self._first = True
         self._requests: list[_Request] = []
         self._requests_lock = threading.Lock()
         self._wake = threading.Event()
@@ -307,7 +317,11 @@ class Drainer:
                     continue
                 self.events += len(chunk)
                 self._emit(data)
-                if encoder.bytes >= self.generation_bytes:
+                if encoder.bytes >= (
+                    min(self.first_generation_bytes, self.generation_bytes)
+                    if self._first
+                    else self.generation_bytes
+                ):
                     # Rotated after this drain: a generation is a cut in time.
                     self._rotate_due = True
                 if len(events) > BATCH_EVENTS:
@@ -318,7 +332,12 @@ class Drainer:
             self._stalls_seen = tracker.stalls_ended
             if self.on_stall_end is not None:
                 self.on_stall_end()
-        if self._rotate_due or clock() - encoder.started_ns >= self.generation_ns:
+        age = clock() - encoder.started_ns
+        if self._rotate_due or age >= (
+            min(self.first_generation_ns, self.generation_ns)
+            if self._first
+            else self.generation_ns
+        ):
             self._rotate([])
 
     def _emit(self, data: bytes) -> None:
@@ -340,7 +359,11 @@ class Drainer:
                         request.fn()
                     except Exception as exc:
                         request.error = exc
+            # A consumer that joined (or took a snapshot) gets its first
+            # whole generation soon.
+            first = any(request.fn is not None for request in requests)
             self._begin_generation()
+            self._first = first
         except BaseException as exc:
             for request in requests:
                 request.error = request.error or exc
@@ -352,6 +375,7 @@ class Drainer:
     def _begin_generation(self) -> None:
         reported = self.lost_events - self._unreported_lost
         self._rotate_due = False
+        self._first = self.encoder.generation < 0
         self._parts = []
         self._emit(self.encoder.begin_generation(reported))
         self._snapshot = self.tracker.cut()

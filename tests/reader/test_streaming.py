@@ -40,8 +40,8 @@ async def test_async_reader_over_anyio_tcp(chunk: int) -> None:
 
 @pytest.mark.asyncio
 async def test_async_reader_over_asyncio_stream_reader() -> None:
-    """AsyncReader accepts an asyncio StreamReader, and raises TraceError on a
-    trace the peer cut short."""
+    """AsyncReader accepts an asyncio StreamReader, and on a trace the peer
+    cut short reads up to the cut, as Reader does, then raises TraceError."""
 
     async def handle(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         w.write(SAMPLE[:-20])
@@ -58,8 +58,15 @@ async def test_async_reader_over_asyncio_stream_reader() -> None:
                 got.append(str(ev))
         writer.close()
         await writer.wait_closed()
+    # The first generation whole, then the whole batches of the second,
+    # which the cut left without its GENERATION_END: as Reader reads them.
+    sync_got: list[str] = []
+    with pytest.raises(TraceError, match="read up to its last whole batch"):
+        for ev in Reader(io.BytesIO(SAMPLE[:-20])):
+            sync_got.append(str(ev))
     first_gen = WANT[: [i for i, s in enumerate(WANT) if " SYNC " in s][1]]
-    assert got == first_gen
+    assert got == sync_got
+    assert got[: len(first_gen)] == first_gen and len(got) > len(first_gen)
 
 
 def test_reader_rejects_text_streams_and_non_streams() -> None:
