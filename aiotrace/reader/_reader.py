@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Protocol
@@ -14,6 +15,10 @@ from ._model import Event, TraceError
 from ._typed import Typer
 
 CHUNK = 1 << 16
+
+_TEXT_MODE = (
+    "aiotrace: the trace file was opened in text mode; open it in binary mode ('rb')"
+)
 
 
 class _Readable(Protocol):
@@ -99,6 +104,8 @@ class Reader:
                 "Reader needs a binary stream with read(n), "
                 f"got {type(stream).__name__}"
             )
+        if isinstance(stream, io.TextIOBase):
+            raise TypeError(_TEXT_MODE)
         self._stream = stream
         self._pipeline = _Pipeline()
         self._typer = Typer()
@@ -144,7 +151,10 @@ class Reader:
     def _chunks(self) -> Iterator[bytes]:
         read = self._stream.read
         while True:
-            data = read(CHUNK)
+            try:
+                data = read(CHUNK)
+            except UnicodeDecodeError:  # a text stream of our own kind
+                raise TypeError(_TEXT_MODE) from None
             if not isinstance(data, bytes | bytearray | memoryview):
                 raise TypeError(
                     f"Reader: read() returned {type(data).__name__}; "

@@ -5,12 +5,18 @@ from __future__ import annotations
 import asyncio
 import io
 import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 from tracegen import encode_trace, sample_trace
 
+import aiotrace
 from aiotrace._format.spec import C
+from aiotrace.analysis import analyze
+from aiotrace.export import write_perfetto
 from aiotrace.reader import AsyncReader, EventKind, Reader, TraceError
 
 SAMPLE = sample_trace()
@@ -109,3 +115,22 @@ def test_memory_does_not_grow_with_trace_length() -> None:
     n_long, peak_long = _peak_while_reading(long)
     assert (n_short, n_long) == (10_000, 80_000)
     assert peak_long < 1.5 * peak_short, (peak_short, peak_long)
+
+
+def test_a_trace_file_opened_in_text_mode_gets_the_promised_type_error(
+    tmp_path: Path,
+) -> None:
+    """A real trace file opened with ``open(path)`` (text mode): Reader,
+    analysis.analyze and export.write_perfetto raise TypeError saying to
+    open it in binary mode, not UnicodeDecodeError."""
+    path = tmp_path / "app.trace"
+    with aiotrace.tracing(path):
+        asyncio.run(asyncio.sleep(0))
+    calls: list[Callable[[Any], object]] = [
+        lambda f: list(Reader(f)),
+        analyze,
+        lambda f: write_perfetto(f, tmp_path / "out.json"),
+    ]
+    for call in calls:
+        with open(path) as f, pytest.raises(TypeError, match=r"binary mode \('rb'\)"):
+            call(f)
