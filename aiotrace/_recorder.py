@@ -159,8 +159,9 @@ class Recorder:
             alive = buf.is_alive()
             events = buf.events
             ts = None if states is None else states.get(id(events))
-            if ts is None:
+            if ts is None:  # no loop hooks on it (any more: it exited)
                 n = len(events)
+                buf.in_flight = None
             elif events:
                 n, buf.in_flight = cut_point(events, ts)
             else:
