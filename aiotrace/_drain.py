@@ -418,6 +418,10 @@ class Drainer:
             if step is None or restated.get(buf) == step:
                 continue
             cid, t0 = step
+            if not self.tracker.knows(cid):
+                # An eager task's first step, inside its creator's: its
+                # creation is recorded when that step ends. Left as it is.
+                continue
             restated[buf] = step
             self.steps_cut += 1
             record: Event = (_START, t0, cid)

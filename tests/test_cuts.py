@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import io
+import sys
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 import aiotrace
 from aiotrace import _session
@@ -148,3 +151,30 @@ def test_long_step_across_cuts_in_a_flight_snapshot(tmp_path: Path) -> None:
         assert cid > 0
         assert all(ev.coroutine == cid for ev in events if ev.kind in ANNOTATIONS)
         assert starts_of(events, cid), "the running step has no start"
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks need 3.12")
+def test_a_cut_inside_an_eager_first_step_gives_a_valid_trace() -> None:
+    """A cut inside an eager task's first step (which runs inside its
+    creator's step, before its creation is recorded): the trace validates,
+    and the creator's events after that step keep their coroutine."""
+    sink = MemorySink()
+
+    async def child() -> None:
+        aiotrace.log("step", "child")
+        cut_now()
+        await asyncio.sleep(0)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+        task = asyncio.create_task(child())
+        aiotrace.log("step", "creator")
+        await task
+
+    with aiotrace.tracing(sink):
+        asyncio.run(main())
+    events = read(sink.getvalue())
+    assert validate(events) == []
+    logs = {ev.log.message: ev for ev in events if ev.kind is EventKind.LOG}
+    assert logs["creator"].coroutine > 0
