@@ -39,10 +39,9 @@ GENERATION_BYTES = 1 << 20
 """A generation closes after the drain that takes it past this many bytes."""
 
 FIRST_GENERATION_BYTES = 64 << 10
-FIRST_GENERATION_SECONDS = 0.1
 """The first generation a consumer gets (a new trace, one that joins a
-running recording) closes sooner, so a live reader or a snapshot has a whole
-generation within a fraction of a second."""
+running recording) closes after the drain that takes it past this many
+bytes, so a live reader has a whole generation soon, not after 1 MiB."""
 
 
 _START = C["CoroStart"]
@@ -142,7 +141,6 @@ class Drainer:
         self.generation_bytes = generation_bytes
         self.generation_ns = int(generation_seconds * 1e9)
         self.first_generation_bytes = FIRST_GENERATION_BYTES
-        self.first_generation_ns = int(FIRST_GENERATION_SECONDS * 1e9)
         self.tracker = StateTracker()
         self.encoder = Encoder(follow=self.tracker)
         self.on_generation: Callable[[Generation], None] | None = None
@@ -332,12 +330,7 @@ class Drainer:
             self._stalls_seen = tracker.stalls_ended
             if self.on_stall_end is not None:
                 self.on_stall_end()
-        age = clock() - encoder.started_ns
-        if self._rotate_due or age >= (
-            min(self.first_generation_ns, self.generation_ns)
-            if self._first
-            else self.generation_ns
-        ):
+        if self._rotate_due or clock() - encoder.started_ns >= self.generation_ns:
             self._rotate([])
 
     def _emit(self, data: bytes) -> None:

@@ -55,7 +55,6 @@ def one_generation_trace(path: Path) -> bytes:
     with aiotrace.tracing(path):
         session = _session.current()
         assert session is not None
-        session.drainer.first_generation_ns = 1 << 62
         session.drainer.first_generation_bytes = 1 << 40
         session.drainer.generation_bytes = 1 << 40
         session.drainer.generation_ns = 1 << 62
@@ -164,9 +163,9 @@ def test_a_trace_cut_inside_its_first_generation_reads_up_to_the_cut(
 
 def test_the_first_generation_closes_soon(tmp_path: Path) -> None:
     """With generations that would otherwise never close (private knobs),
-    the first generation still closes at its first drain past 64 KiB or
-    0.1 s, so a live reader soon has a whole generation: the trace has two,
-    and the first is whole and small."""
+    the first generation still closes at its first drain past 64 KiB, so a
+    live reader soon has a whole generation: the trace has two, and the
+    first is whole and small."""
     path = tmp_path / "t.trace"
     with aiotrace.tracing(path):
         session = _session.current()
