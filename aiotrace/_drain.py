@@ -147,6 +147,9 @@ class Drainer:
         """Called on the drain thread with each whole generation."""
         self.on_stall_end: Callable[[], None] | None = None
         """Called on the drain thread after a drain that saw a stall end."""
+        self.on_batch: Callable[[int, list[Any]], None] | None = None
+        """Called on the drain thread with (thread id, events) of each batch
+        encoded (``aiotrace run``'s summary); must not raise."""
         self.events = 0
         self.lost_events = 0
         self._unreported_lost = 0
@@ -314,6 +317,8 @@ class Drainer:
                     _warn(f"aiotrace: dropped {len(chunk)} malformed events: {exc}")
                     continue
                 self.events += len(chunk)
+                if self.on_batch is not None:
+                    self.on_batch(buf.thread_id, chunk)
                 self._emit(data)
                 if encoder.bytes >= (
                     min(self.first_generation_bytes, self.generation_bytes)
