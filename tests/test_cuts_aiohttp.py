@@ -52,6 +52,7 @@ async def slow(request: web.Request) -> web.Response:
 
 CLIENT = """
 import asyncio, sys, time
+import aiohttp
 
 async def main(url, seconds, concurrency):
     deadline = time.monotonic() + seconds
@@ -145,6 +146,13 @@ def check_load(events: list[Event], responses: int) -> None:
     assert ended == requests
 
 
+@pytest.mark.xfail(
+    sys.version_info >= (3, 12),
+    reason="the execution tracer does not see asyncio.Task(coro, "
+    "eager_start=True), which aiohttp uses for each request on 3.12 and 3.13: "
+    "the request's first step is put on the connection's coroutine",
+    strict=True,
+)
 @pytest.mark.parametrize("tiny", [False, True], ids=["generations", "tiny-generations"])
 def test_aiohttp_under_load_keeps_every_annotation_in_its_coroutine(
     tmp_path: Path, tiny: bool
