@@ -77,7 +77,7 @@ def _thread_object(ident: int) -> threading.Thread | None:
 class ThreadBuffer:
     """ThreadBuffer holds the events one OS thread has recorded and not yet drained."""
 
-    __slots__ = ("_thread", "events", "ident", "in_flight", "thread_id")
+    __slots__ = ("_thread", "events", "ident", "in_flight", "stuck", "thread_id")
 
     def __init__(self) -> None:
         # Invariant: only the owning thread appends to events; only the
@@ -86,6 +86,7 @@ class ThreadBuffer:
         self.ident = threading.get_ident()
         self.thread_id: int = threading.get_native_id()
         self._thread = _thread_object(self.ident)
+        self.stuck = 0  # a coroutine whose step's end never came (cut_point)
         self.in_flight: tuple[int, int] | None = None
         """The (coroutine, start) of the step running at the last ``take``
         of this buffer, whose record was not yet in it; or None."""
@@ -163,7 +164,7 @@ class Recorder:
                 n = len(events)
                 buf.in_flight = None
             elif events:
-                n, buf.in_flight = cut_point(events, ts)
+                n, buf.in_flight = cut_point(events, ts, buf)
             else:
                 n = 0
             if n:
@@ -185,7 +186,9 @@ CUT_WAIT: Final = 500
 """Most 0.1 ms waits for a step that is beginning or ending (about 50 ms)."""
 
 
-def cut_point(events: list[Event], ts: Any) -> tuple[int, tuple[int, int] | None]:
+def cut_point(
+    events: list[Event], ts: Any, buf: ThreadBuffer | None = None
+) -> tuple[int, tuple[int, int] | None]:
     """Returns where to cut ``events`` now, and the step in flight there.
 
     ``ts`` is the thread's loop-hook state: ``cur`` is the coroutine whose
@@ -197,7 +200,9 @@ def cut_point(events: list[Event], ts: Any) -> tuple[int, tuple[int, int] | None
 
     The three reads and ``len`` form one consistent view: under the GIL no
     other thread runs between two attribute loads, and a switch after
-    ``len`` is caught by reading ``cur`` and ``t0`` again.
+    ``len`` is caught by reading ``cur`` and ``t0`` again. A thread left in
+    that state (its hook failed mid-step) is waited for once (``buf``
+    remembers it), not at every cut.
     """
     for _ in range(CUT_WAIT):
         cur = ts.cur
@@ -210,7 +215,11 @@ def cut_point(events: list[Event], ts: Any) -> tuple[int, tuple[int, int] | None
             return n, None
         if t0:
             return n, None if _recorded(events, n, cur, t0) else (cur, t0)
+        if buf is not None and buf.stuck == cur:
+            return n, None
         time.sleep(0.0001)
+    if buf is not None:
+        buf.stuck = ts.cur
     return len(events), None
 
 
