@@ -15,8 +15,9 @@ from __future__ import annotations
 import gc
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
-from typing import Final
+from typing import Any, Final
 
 from ._format.spec import C, ResourceKind
 from ._loop._state import Hooks, ThreadState
@@ -35,6 +36,13 @@ MAX_SAMPLES: Final = 1000
 STALL: Final = "loop stall"
 """The name of the stall range."""
 
+stall_listeners: list[Callable[[int, int, int, Any], None]] = []
+"""Called (coroutine id or 0, t0, t1, last stack sample or None) on the loop
+thread when a stall ends (contrib.opentelemetry turns them into span events)."""
+
+tick_listeners: list[Callable[[Hooks, int], None]] = []
+"""Called (hooks, now) on the watchdog thread every tick."""
+
 _RANGE_BEGIN = C["RangeBegin"]
 _RANGE_END = C["RangeEnd"]
 _SAMPLE = C["StackSample"]
@@ -49,6 +57,8 @@ class Watchdog:
         self._metrics = metrics
         self._stop = threading.Event()
         self._samples: dict[int, int] = {}  # thread ident -> samples this stall
+        # thread ident -> (coroutine id, latest sample) of the stall going on
+        self.last: dict[int, tuple[int, Any]] = {}
         self._thread = threading.Thread(
             target=self._run, name="aiotrace-watchdog", daemon=True
         )
@@ -83,6 +93,8 @@ class Watchdog:
                             self._check(ts, t0, now)
                 if metrics is not None:
                     metrics.maybe_sample(now)
+                for fn in tick_listeners:
+                    fn(hooks, now)
         except Exception as exc:  # pragma: no cover - reported, tracing goes on
             hooks.fail("watchdog", exc)
 
@@ -110,6 +122,7 @@ class Watchdog:
             stack = stack_of(frame, SAMPLE_DEPTH)
             cur = ts.cur or -1
             events.append((_SAMPLE, clock(), ts.native, ts.loop, cur, stack))
+            self.last[ts.ident] = (ts.cur, stack)
 
     def stall_end(self, ts: ThreadState, t0: int, t1: int) -> None:
         """Called on the loop thread when a step from t0 to t1 was a stall."""
@@ -120,6 +133,10 @@ class Watchdog:
             ts.stall_t0 = 0
             ts.events.append((_RANGE_END, t1, STALL, _LOOP, ts.loop, None))
             self._samples.pop(ts.ident, None)
+            last = self.last.pop(ts.ident, None)
+        cid, stack = last if last is not None else (0, None)
+        for fn in stall_listeners:
+            fn(cid, t0, t1, stack)
 
 
 def _frame_of(ident: int) -> FrameType | None:
