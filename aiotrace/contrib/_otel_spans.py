@@ -11,21 +11,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 import threading
 import time
 import weakref
+from types import FrameType
 from typing import Any, Final
 
 from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.trace import SpanKind
 
 from .. import _annotate, _recorder, _session
-from .._context import regions_var
+from .._context import current_task_var, regions_var
 from .._format.spec import C
 from .._loop._reasons import Classifier
 from .._loop._state import Hooks
 from .._region import Region, _owner
-from .._task import Task, new_task
+from .._task import BACKGROUND_TASK, Task, new_task
 
 STALL_EVENT: Final = "aiotrace.loop_stall"
 """The span event of a loop stall that held the span's coroutine."""
@@ -37,6 +40,12 @@ SPAN_ID: Final = "otel.span_id"
 """The log category of a span's span id (16 lowercase hex digits)."""
 
 _ASYNCIO_DIR: Final = os.path.dirname(asyncio.__file__) + os.sep
+_AS_CURRENT_CODE: Final = getattr(
+    SdkTracer.start_as_current_span, "__wrapped__", SdkTracer.start_as_current_span
+).__code__
+_AS_CURRENT_DEPTH: Final = 8
+_TASK_BEGIN: Final = C["TaskBegin"]
+_LOG: Final = C["Log"]
 _ROOT_KINDS: Final = (SpanKind.SERVER, SpanKind.CONSUMER)
 _REGION_END: Final = C["RegionEnd"]
 _clock = _recorder.clock
@@ -120,14 +129,33 @@ class Processor(SpanProcessor):
 
     def _start(self, span: Span) -> None:
         ctx = span.get_span_context()
+        trace_id = format(ctx.trace_id, "032x")
+        span_id = format(ctx.span_id, "016x")
         parent = span.parent
         name = span.name
-        if parent is None or parent.is_remote or span.kind in _ROOT_KINDS:
-            mark: Task | Region = new_task(name)
+        mark: Task | Region
+        if not _as_current():
+            # A span not made current may end anywhere (a done callback,
+            # another task): a task, which may, and not the current one.
+            current = current_task_var.get()
+            mark = Task(name, BACKGROUND_TASK if current is None else current.id)
+            rec = _recorder.active
+            if rec is not None:
+                now = _clock()
+                rec.events().extend(
+                    (
+                        (_TASK_BEGIN, now, mark.id, mark.parent_id, name, None),
+                        (_LOG, now, mark.id, TRACE_ID, trace_id, None),
+                        (_LOG, now, mark.id, SPAN_ID, span_id, None),
+                    )
+                )
         else:
-            mark = Region(name)._begin()
-        _annotate.log(TRACE_ID, format(ctx.trace_id, "032x"))
-        _annotate.log(SPAN_ID, format(ctx.span_id, "016x"))
+            if parent is None or parent.is_remote or span.kind in _ROOT_KINDS:
+                mark = new_task(name)
+            else:
+                mark = Region(name)._begin()
+            _annotate.log(TRACE_ID, trace_id)
+            _annotate.log(SPAN_ID, span_id)
         entry = _Open(span, mark, _owner())
         hooks = _hooks()
         if hooks is not None and entry.task is not None:
@@ -282,7 +310,7 @@ def _end_mark(entry: _Open) -> None:
     same = entry.is_current()
     if isinstance(mark, Task):
         mark._end()
-        if same:
+        if same and mark._token is not None:
             mark._restore()
         return
     if mark._state != 1:
@@ -352,6 +380,20 @@ def _line(code: Any, lasti: int) -> int | None:
         if start <= lasti < end:
             return line  # type: ignore[no-any-return]
     return None
+
+
+def _as_current() -> bool:
+    """Whether the span starting is being made current (it is started by
+    ``start_as_current_span``, as a ``with`` block or a decorator): then it
+    ends where it began."""
+    frame: FrameType | None = sys._getframe(3)
+    for _ in range(_AS_CURRENT_DEPTH):
+        if frame is None:
+            return False
+        if frame.f_code is _AS_CURRENT_CODE:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _hooks() -> Hooks | None:

@@ -477,35 +477,59 @@ def test_uninstall_restores_everything(
     assert not [m for m in receiver.metrics if m.name.startswith("aiotrace.")]
 
 
-def test_spans_without_tracing_and_across_coroutines(tmp_path: Path) -> None:
-    """Spans started while aiotrace is off leave nothing; a span ended in
-    another coroutine than the one that started it neither warns nor raises,
-    and its task still ends."""
+def test_spans_without_tracing_and_ended_elsewhere(tmp_path: Path) -> None:
+    """Spans started while aiotrace is off leave nothing. Spans started
+    without being made current (``start_span``), which may end anywhere,
+    are tasks, children of the current one, and never made current: ended
+    in a loop callback, in another task or in a thread, they neither warn
+    nor raise, their tasks end, and the trace validates."""
     provider = TracerProvider()
     tracer = provider.get_tracer("t")
     inst = aotel.instrument(provider, metrics=False)
+    path = tmp_path / "elsewhere.trace"
+
+    async def main() -> None:
+        with tracer.start_as_current_span("root"):
+            in_callback = tracer.start_span("in-callback")
+            fut = asyncio.get_running_loop().create_future()
+            fut.add_done_callback(lambda _: in_callback.end())
+            fut.get_loop().call_soon(fut.set_result, None)
+            await fut
+            in_task = tracer.start_span("in-task")
+            await asyncio.create_task(_end(in_task))
+            in_thread = tracer.start_span("in-thread")
+            await asyncio.to_thread(in_thread.end)
+            orphan = tracer.start_span(
+                "orphan", context=trace.set_span_in_context(trace.INVALID_SPAN)
+            )
+            await asyncio.create_task(_end(orphan))
+            aiotrace.log("after", "spans")
+
+    async def _end(span: Any) -> None:
+        span.end()
+
     try:
         with tracer.start_as_current_span("untraced"):
             pass
-        path = tmp_path / "cross.trace"
-
-        async def main() -> None:
-            span = tracer.start_span("orphan")  # a task: no parent
-            await asyncio.create_task(_end(span))
-
-        async def _end(span: Any) -> None:
-            span.end()
-
         with aiotrace.tracing(path):
             asyncio.run(main())
     finally:
         inst.uninstall()
     events = read_events(path)
     assert validate(events) == []
-    (begin,) = [e for e in events if e.kind is EventKind.TASK_BEGIN]
-    (end,) = [e for e in events if e.kind is EventKind.TASK_END]
-    assert begin.task.type == "orphan" and end.task.id == begin.task.id
-    assert begin.coroutine != end.coroutine
+    begins = {e.task.type: e.task for e in events if e.kind is EventKind.TASK_BEGIN}
+    ends = {e.task.id for e in events if e.kind is EventKind.TASK_END}
+    assert sorted(begins) == ["in-callback", "in-task", "in-thread", "orphan", "root"]
+    assert ends == {t.id for t in begins.values()}
+    root = begins["root"].id
+    for name in ("in-callback", "in-task", "in-thread", "orphan"):
+        assert begins[name].parent == root
+    # None of them became current: the root's log is the root's.
+    (after,) = [
+        e for e in events if e.kind is EventKind.LOG and e.log.category == "after"
+    ]
+    assert after.log.task == root
+    assert not any(e.kind is EventKind.REGION_BEGIN for e in events)
 
 
 def test_bad_arguments() -> None:
