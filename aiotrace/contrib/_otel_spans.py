@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.trace import SpanKind
 
-from .. import _annotate, _recorder, _session
+from .. import _recorder, _session
 from .._context import current_task_var, regions_var
 from .._format.spec import C
 from .._loop._reasons import Classifier
@@ -43,7 +43,8 @@ _ASYNCIO_DIR: Final = os.path.dirname(asyncio.__file__) + os.sep
 _AS_CURRENT_CODE: Final = getattr(
     SdkTracer.start_as_current_span, "__wrapped__", SdkTracer.start_as_current_span
 ).__code__
-_AS_CURRENT_DEPTH: Final = 8
+_AS_CURRENT_FROM: Final = 5
+_AS_CURRENT_DEPTH: Final = 4
 _TASK_BEGIN: Final = C["TaskBegin"]
 _LOG: Final = C["Log"]
 _ROOT_KINDS: Final = (SpanKind.SERVER, SpanKind.CONSUMER)
@@ -58,11 +59,14 @@ class _Open:
     it: a span never ended keeps neither alive.
     """
 
-    __slots__ = ("cid", "mark", "owner", "span", "task")
+    __slots__ = ("cid", "hooks", "mark", "owner", "span", "task")
 
-    def __init__(self, span: Span, mark: Task | Region, owner: object) -> None:
+    def __init__(
+        self, span: Span, mark: Task | Region, owner: object, hooks: Hooks | None
+    ) -> None:
         self.span = weakref.ref(span)
         self.mark = mark
+        self.hooks = hooks
         self.task: weakref.ref[Any] | None = None
         if isinstance(owner, asyncio.Task):
             self.task = weakref.ref(owner)
@@ -106,11 +110,11 @@ class Processor(SpanProcessor):
 
     def __init__(self, wait_threshold: float | None) -> None:
         self.enabled = True
-        # span id -> what it began, in start order (innermost last)
+        # span id -> what it began, in start order (innermost last). Single
+        # dict operations, atomic under the GIL; copied whole to iterate.
         self._spans: dict[int, _Open] = {}
         self._waits: dict[int, _Wait] = {}  # id(asyncio task) -> wait watched
         self._reported: dict[int, int] = {}  # thread -> t0 of a stall reported
-        self._lock = threading.Lock()
         self._wait_ns = None if wait_threshold is None else int(wait_threshold * 1e9)
         self._poll_ns = (
             0 if self._wait_ns is None else max(self._wait_ns // 4, 10_000_000)
@@ -122,15 +126,16 @@ class Processor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Any = None) -> None:
         """Opens a task (no local parent, SERVER, CONSUMER) or a region."""
-        if not self.enabled or _recorder.active is None:
+        rec = _recorder.active
+        if rec is None or not self.enabled:
             return
-        with contextlib.suppress(Exception):
-            self._start(span)
+        try:  # noqa: SIM105 - cheaper than contextlib.suppress here
+            self._start(rec, span)
+        except Exception:  # never into the traced program
+            pass
 
-    def _start(self, span: Span) -> None:
+    def _start(self, rec: _recorder.Recorder, span: Span) -> None:
         ctx = span.get_span_context()
-        trace_id = format(ctx.trace_id, "032x")
-        span_id = format(ctx.span_id, "016x")
         parent = span.parent
         name = span.name
         mark: Task | Region
@@ -139,72 +144,79 @@ class Processor(SpanProcessor):
             # another task): a task, which may, and not the current one.
             current = current_task_var.get()
             mark = Task(name, BACKGROUND_TASK if current is None else current.id)
-            rec = _recorder.active
-            if rec is not None:
-                now = _clock()
-                rec.events().extend(
-                    (
-                        (_TASK_BEGIN, now, mark.id, mark.parent_id, name, None),
-                        (_LOG, now, mark.id, TRACE_ID, trace_id, None),
-                        (_LOG, now, mark.id, SPAN_ID, span_id, None),
-                    )
-                )
+            task_id = mark.id
+            rec.events().append(
+                (_TASK_BEGIN, _clock(), task_id, mark.parent_id, name, None)
+            )
+        elif parent is None or parent.is_remote or span.kind in _ROOT_KINDS:
+            mark = new_task(name)
+            task_id = mark.id
         else:
-            if parent is None or parent.is_remote or span.kind in _ROOT_KINDS:
-                mark = new_task(name)
-            else:
-                mark = Region(name)._begin()
-            _annotate.log(TRACE_ID, trace_id)
-            _annotate.log(SPAN_ID, span_id)
-        entry = _Open(span, mark, _owner())
+            mark = Region(name)._begin()
+            task_id = mark.task_id
+        now = _clock()
+        rec.events().extend(
+            (
+                (_LOG, now, task_id, TRACE_ID, format(ctx.trace_id, "032x"), None),
+                (_LOG, now, task_id, SPAN_ID, format(ctx.span_id, "016x"), None),
+            )
+        )
         hooks = _hooks()
+        owner = mark._owner if isinstance(mark, Region) else _owner()
+        entry = _Open(span, mark, owner, hooks)
         if hooks is not None and entry.task is not None:
             ts = getattr(hooks.local, "ts", None)
-            entry.cid = hooks.coroutines.get(id(entry.task()), 0) or (
+            entry.cid = hooks.coroutines.get(id(owner), 0) or (
                 ts.cur if ts is not None else 0
             )
-        with self._lock:
-            self._spans[ctx.span_id] = entry
+        self._spans[ctx.span_id] = entry
 
     def _on_ending(self, span: Span) -> None:
         """Adds a stall going on, or a long wait just over, to the ending span."""
-        with contextlib.suppress(Exception):
-            entry = self._spans.get(span.get_span_context().span_id)
-            if entry is not None and entry.task is not None:
-                self._ending(span, entry)
-
-    def _ending(self, span: Span, entry: _Open) -> None:
-        hooks = _hooks()
-        if hooks is None or entry.task is None:
+        if not self._spans:
             return
+        try:
+            entry = self._spans.get(span.get_span_context().span_id)
+            if entry is not None and entry.hooks is not None:
+                self._ending(span, entry, entry.hooks)
+        except Exception:  # never into the traced program
+            pass
+
+    def _ending(self, span: Span, entry: _Open, hooks: Hooks) -> None:
         now = _clock()
-        key = id(entry.task())
-        wait = self._waits.get(key)
-        if wait is not None and wait.attrs is not None:
-            # The task runs, so the wait the poller saw is over.
-            self._waits.pop(key, None)
-            _add(span, WAIT_EVENT, wait.since, now, wait.attrs, ended=True)
+        if self._waits and entry.task is not None:
+            key = id(entry.task())
+            wait = self._waits.get(key)
+            if wait is not None and wait.attrs is not None:
+                # The task runs, so the wait the poller saw is over.
+                self._waits.pop(key, None)
+                _add(span, WAIT_EVENT, wait.since, now, wait.attrs, ended=True)
         ts = getattr(hooks.local, "ts", None)
-        if ts is None or not ts.cur or ts.cur != entry.coroutine(hooks.coroutines):
+        if ts is None:
             return
         t0 = ts.t0
-        if t0 and now - t0 > hooks.stall_ns:
-            # The step that ends the span is a stall still going on: it ends
-            # after the span does, too late for a span event.
-            self._reported[threading.get_ident()] = t0
-            last = _watchdog_last(threading.get_ident())
-            attrs = _frame_attrs(last[1] if last and last[0] == ts.cur else None)
-            attrs["aiotrace.stall.ongoing"] = True
-            _add(span, STALL_EVENT, t0, now, attrs, ended=True)
+        if not t0 or now - t0 <= hooks.stall_ns:
+            return
+        if entry.task is None or ts.cur != entry.coroutine(hooks.coroutines):
+            return
+        # The step that ends the span is a stall still going on: it ends
+        # after the span does, too late for a span event.
+        self._reported[threading.get_ident()] = t0
+        last = _watchdog_last(threading.get_ident())
+        attrs = _frame_attrs(last[1] if last and last[0] == ts.cur else None)
+        attrs["aiotrace.stall.ongoing"] = True
+        _add(span, STALL_EVENT, t0, now, attrs, ended=True)
 
     def on_end(self, span: ReadableSpan) -> None:
         """Ends the span's task or region, wherever the span ends."""
-        with contextlib.suppress(Exception):
-            span_id = span.get_span_context().span_id  # type: ignore[union-attr]
-            with self._lock:
-                entry = self._spans.pop(span_id, None)
+        if not self._spans:
+            return
+        try:
+            entry = self._spans.pop(span.context.span_id, None)
             if entry is not None:
                 _end_mark(entry)
+        except Exception:  # never into the traced program
+            pass
 
     def shutdown(self) -> None:
         """Stops mirroring spans."""
@@ -225,8 +237,7 @@ class Processor(SpanProcessor):
             hooks = _hooks()
             if not cid or not self.enabled or hooks is None:
                 return
-            with self._lock:
-                entries = list(self._spans.values())
+            entries = list(self._spans.values())
             for entry in reversed(entries):
                 if entry.task is not None and entry.coroutine(hooks.coroutines) == cid:
                     span = entry.span()
@@ -243,15 +254,13 @@ class Processor(SpanProcessor):
             self._poll(now)
 
     def _poll(self, now: int) -> None:
-        with self._lock:
-            entries = list(self._spans.items())
+        entries = list(self._spans.items())
         innermost: dict[int, tuple[Any, Span]] = {}
         for span_id, entry in entries:
             task = None if entry.task is None else entry.task()
             span = entry.span()
             if span is None:  # dropped unended: forget it
-                with self._lock:
-                    self._spans.pop(span_id, None)
+                self._spans.pop(span_id, None)
             elif task is not None:
                 innermost[id(task)] = (task, span)
         waits = self._waits
@@ -296,10 +305,9 @@ class Processor(SpanProcessor):
     def close(self) -> None:
         """Stops mirroring and ends what the bridge began for open spans."""
         self.enabled = False
-        with self._lock:
-            entries = list(self._spans.values())
-            self._spans.clear()
-            self._waits.clear()
+        entries = list(self._spans.values())
+        self._spans.clear()
+        self._waits.clear()
         for entry in entries:
             with contextlib.suppress(Exception):
                 _end_mark(entry)
@@ -385,8 +393,13 @@ def _line(code: Any, lasti: int) -> int | None:
 def _as_current() -> bool:
     """Whether the span starting is being made current (it is started by
     ``start_as_current_span``, as a ``with`` block or a decorator): then it
-    ends where it began."""
-    frame: FrameType | None = sys._getframe(3)
+    ends where it began.
+
+    That frame is 6 up from here (this, ``_start``, ``on_start``, the SDK's
+    multi-processor, ``Span.start``, ``Tracer.start_span``); a few more are
+    looked at in case another SDK version nests differently.
+    """
+    frame: FrameType | None = sys._getframe(_AS_CURRENT_FROM)
     for _ in range(_AS_CURRENT_DEPTH):
         if frame is None:
             return False
