@@ -38,8 +38,10 @@ from aiotrace import _session, _stall
 from aiotrace.contrib import opentelemetry as aotel
 from aiotrace.reader import Event, EventKind, read_events, validate
 
-STALL = 0.05
-"""The stall threshold of the traces here (seconds)."""
+STALL = 0.2
+"""The stall threshold of the traces here (seconds): the planted stalls last
+until sampled, however long; a higher threshold keeps a loaded machine's
+slow steps from counting."""
 TRACER = web.AppKey("tracer", object)
 RELEASED = web.AppKey("released", asyncio.Event)
 
@@ -221,11 +223,10 @@ async def long_wait(request: web.Request) -> web.Response:
 
 
 def _line(marker: str) -> int:
-    """The line number of the source line holding ``marker``."""
+    """The number of the line that ends with the comment ``# marker``."""
     lines = Path(__file__).read_text().splitlines()
-    found = [i for i, text in enumerate(lines, 1) if marker in text]
-    assert len(found) == 2, found  # the line itself, and this lookup's use
-    return found[0]
+    (found,) = [i for i, text in enumerate(lines, 1) if f"# {marker}" in text]
+    return found
 
 
 def make_app(tracer: Any) -> web.Application:
@@ -284,13 +285,13 @@ def _attrs(event: Any) -> dict[str, Any]:
     return out
 
 
-def _logs(events: list[Event], category: str) -> dict[str, int]:
-    """message -> task id of the LOG events of ``category``."""
-    return {
-        e.log.message: e.log.task
-        for e in events
-        if e.kind is EventKind.LOG and e.log.category == category
-    }
+def _logs(events: list[Event], category: str) -> dict[str, list[int]]:
+    """message -> task ids of the LOG events of ``category``."""
+    out: dict[str, list[int]] = {}
+    for e in events:
+        if e.kind is EventKind.LOG and e.log.category == category:
+            out.setdefault(e.log.message, []).append(e.log.task)
+    return out
 
 
 def _tasks(events: list[Event]) -> dict[int, str]:
@@ -322,34 +323,38 @@ def test_slow_request_shows_the_stalling_line(
     server = receiver.span("GET /in-span")
     assert render.parent_span_id == server.span_id
     assert server.kind == server.SPAN_KIND_SERVER
-    stalls = [e for e in render.events if e.name == "aiotrace.loop_stall"]
-    assert len(stalls) == 1
-    attrs = _attrs(stalls[0])
+    # Other steps may stall too on a loaded machine: the planted stall is
+    # the one that names its line, and it went to "render", not its parent.
+    in_span = _line("PLANTED-IN-SPAN")
+    (stall,) = _stalls_at(render, in_span)
+    attrs = _attrs(stall)
     assert attrs["code.function"] == "stall_in_span"
     assert attrs["code.filepath"] == __file__
-    assert attrs["code.lineno"] == _line("PLANTED-IN-SPAN")
     assert attrs["aiotrace.duration_s"] > STALL
-    assert render.start_time_unix_nano <= stalls[0].time_unix_nano
-    assert stalls[0].time_unix_nano <= render.end_time_unix_nano
-    assert [e.name for e in server.events] == []  # the stall went to "render"
+    assert "aiotrace.stall.ongoing" not in attrs
+    assert render.start_time_unix_nano <= stall.time_unix_nano
+    assert stall.time_unix_nano <= render.end_time_unix_nano
+    assert _stalls_at(server, in_span) == []
 
     at_end = receiver.span("GET /at-end")
-    (stall,) = [e for e in at_end.events if e.name == "aiotrace.loop_stall"]
+    (stall,) = _stalls_at(at_end, _line("PLANTED-AT-END"))
     attrs = _attrs(stall)
     assert attrs["code.function"] == "stall_to_the_end"
-    assert attrs["code.lineno"] == _line("PLANTED-AT-END")
+    assert attrs["code.filepath"] == __file__
     assert attrs["aiotrace.stall.ongoing"] is True
     assert attrs["aiotrace.duration_s"] > STALL
 
-    trace_ids = _logs(events, aotel.TRACE_ID)
-    span_ids = _logs(events, aotel.SPAN_ID)
+    # Each span logged its ids, in hex, under its task: the server spans'
+    # own tasks, named after them, and the child span's region in its
+    # parent's task.
+    trace_logs = _logs(events, aotel.TRACE_ID)
+    span_logs = _logs(events, aotel.SPAN_ID)
     tasks = _tasks(events)
     for span in (server, at_end):
-        task = trace_ids[_hex(span.trace_id)]
-        assert span_ids[_hex(span.span_id)] == task
+        (task,) = span_logs[_hex(span.span_id)]
         assert tasks[task] == span.name
-    # The child span is a region of the server span's task, with its ids.
-    task = span_ids[_hex(server.span_id)]
+        assert task in trace_logs[_hex(span.trace_id)]
+    (task,) = span_logs[_hex(server.span_id)]
     regions = [
         e
         for e in events
@@ -360,21 +365,32 @@ def test_slow_request_shows_the_stalling_line(
         (EventKind.REGION_BEGIN, task),
         (EventKind.REGION_END, task),
     ]
-    assert span_ids[_hex(render.span_id)] == task
+    assert span_logs[_hex(render.span_id)] == [task]
     assert len(_hex(render.trace_id)) == 32 and len(_hex(render.span_id)) == 16
-    # Client spans (no local parent) are tasks named after them.
+    # Client spans (started without being made current) are tasks too.
     clients = [s for s in receiver.spans if s.kind == s.SPAN_KIND_CLIENT]
     assert len(clients) == 2
     for span in clients:
-        assert tasks[span_ids[_hex(span.span_id)]] == span.name
-    # The stall ranges of the trace are the two the spans carry.
-    assert (
-        sum(
-            e.kind is EventKind.RANGE_BEGIN and e.range.name == "loop stall"
-            for e in events
-        )
-        == len(stalls) + 1
-    )
+        (task,) = span_logs[_hex(span.span_id)]
+        assert tasks[task] == span.name
+    # The execution trace has the planted stalls' samples at those lines.
+    sampled = {
+        e.stack.frames[0].line
+        for e in events
+        if e.kind is EventKind.STACK_SAMPLE and e.stack.frames
+    }
+    assert {in_span, _line("PLANTED-AT-END")} <= sampled
+
+
+def _stalls_at(span: Any, line: int) -> list[Any]:
+    """The aiotrace.loop_stall events of ``span`` naming line ``line``."""
+    return [
+        e
+        for e in span.events
+        if e.name == "aiotrace.loop_stall"
+        and _attrs(e).get("code.lineno") == line
+        and _attrs(e).get("code.filepath") == __file__
+    ]
 
 
 def test_long_wait_becomes_a_span_event(
@@ -403,7 +419,6 @@ def test_long_wait_becomes_a_span_event(
     assert attrs["code.filepath"] == __file__
     assert attrs["code.lineno"] == _line("PLANTED-WAIT")
     assert attrs["aiotrace.duration_s"] >= 0.02
-    assert not [e for e in server.events if e.name == "aiotrace.loop_stall"]
 
 
 def _metric(receiver: Receiver, name: str) -> list[Any]:
