@@ -197,12 +197,15 @@ class Processor(SpanProcessor):
         t0 = ts.t0
         if not t0 or now - t0 <= hooks.stall_ns:
             return
+        ident = threading.get_ident()
+        if self._reported.get(ident) == t0:
+            return  # an inner span that ended in this stall has it
         if entry.task is None or ts.cur != entry.coroutine(hooks.coroutines):
             return
         # The step that ends the span is a stall still going on: it ends
         # after the span does, too late for a span event.
-        self._reported[threading.get_ident()] = t0
-        last = _watchdog_last(threading.get_ident())
+        self._reported[ident] = t0
+        last = _watchdog_last(ident)
         attrs = _frame_attrs(last[1] if last and last[0] == ts.cur else None)
         attrs["aiotrace.stall.ongoing"] = True
         _add(span, STALL_EVENT, t0, now, attrs, ended=True)

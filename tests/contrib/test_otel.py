@@ -572,3 +572,35 @@ def test_missing_opentelemetry_names_the_extra() -> None:
     )
     assert "pip install 'aiotrace[opentelemetry]'" in out.stdout
     assert "opentelemetry-sdk" in out.stdout
+
+
+def test_example_leads_from_the_span_to_the_line(tmp_path: Path) -> None:
+    """examples/otel_slow_request.py, as docs/opentelemetry.md runs it: the
+    render span carries the stall at the blocking line of render_rows, and
+    the execution trace it writes validates and holds the request's trace id
+    as a log of the task named after the server span."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "otel_slow_request.py"
+    out = subprocess.run(
+        [sys.executable, str(example), "-o", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.splitlines()
+    lines = example.read_text().splitlines()
+    (blocking,) = [
+        i
+        for i, text in enumerate(lines, 1)
+        if "# a blocking call in async code" in text
+    ]
+    render = next(
+        i for i, line in enumerate(out) if line.lstrip().startswith("render ")
+    )
+    assert out[render + 1].strip().startswith("* aiotrace.loop_stall 0.")
+    assert " at render_rows " in out[render + 1]
+    assert out[render + 1].endswith(f"otel_slow_request.py:{blocking}")
+    trace_id = out[0].split("trace_id=")[1].split()[0]
+    events = read_events(tmp_path / "otel.trace")
+    assert validate(events) == []
+    (task,) = _logs(events, aotel.TRACE_ID)[trace_id][:1]
+    assert _tasks(events)[task] == "GET /report"
