@@ -311,7 +311,7 @@ class Processor(SpanProcessor):
         entries = list(self._spans.values())
         self._spans.clear()
         self._waits.clear()
-        for entry in entries:
+        for entry in reversed(entries):  # innermost first
             with contextlib.suppress(Exception):
                 _end_mark(entry)
 

@@ -547,6 +547,40 @@ def test_spans_without_tracing_and_ended_elsewhere(tmp_path: Path) -> None:
     assert not any(e.kind is EventKind.REGION_BEGIN for e in events)
 
 
+def test_uninstall_ends_what_open_spans_began(tmp_path: Path) -> None:
+    """Uninstalling while spans are open ends their task and region at once
+    (the trace stays valid); ending those spans afterwards records nothing
+    more and neither warns nor raises."""
+    provider = TracerProvider()
+    tracer = provider.get_tracer("t")
+    inst = aotel.instrument(provider, metrics=False)
+    path = tmp_path / "open.trace"
+    with aiotrace.tracing(path):
+        with tracer.start_as_current_span("outer"), tracer.start_as_current_span("in"):
+            inst.uninstall()
+            aiotrace.log("after", "uninstall")
+        assert aiotrace.current_task() is None
+    events = read_events(path)
+    assert validate(events) == []
+    kinds = [
+        (e.kind, e.task.type if e.kind is EventKind.TASK_BEGIN else None)
+        for e in events
+        if e.kind
+        in (
+            EventKind.TASK_BEGIN,
+            EventKind.TASK_END,
+            EventKind.REGION_BEGIN,
+            EventKind.REGION_END,
+        )
+    ]
+    assert kinds == [
+        (EventKind.TASK_BEGIN, "outer"),
+        (EventKind.REGION_BEGIN, None),
+        (EventKind.REGION_END, None),
+        (EventKind.TASK_END, None),
+    ]
+
+
 def test_bad_arguments() -> None:
     """instrument() names what is wrong: a provider that is not the SDK's,
     or a wait threshold that is not a positive number."""
