@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import weakref
+from asyncio.events import _get_running_loop
 from types import FrameType
 from typing import Any, Final
 
@@ -27,7 +28,7 @@ from .._context import current_task_var, regions_var
 from .._format.spec import C
 from .._loop._reasons import Classifier
 from .._loop._state import Hooks
-from .._region import Region, _owner
+from .._region import Region
 from .._task import BACKGROUND_TASK, Task, new_task
 
 STALL_EVENT: Final = "aiotrace.loop_stall"
@@ -62,16 +63,18 @@ class _Open:
     __slots__ = ("cid", "hooks", "mark", "owner", "span", "task")
 
     def __init__(
-        self, span: Span, mark: Task | Region, owner: object, hooks: Hooks | None
+        self, span: Span, mark: Task | Region, task: Any, hooks: Hooks | None
     ) -> None:
         self.span = weakref.ref(span)
         self.mark = mark
         self.hooks = hooks
         self.task: weakref.ref[Any] | None = None
-        if isinstance(owner, asyncio.Task):
-            self.task = weakref.ref(owner)
-            owner = None
-        self.owner = owner  # the thread ident, when no asyncio task
+        # The thread's id when no asyncio task runs the span (or one
+        # without weak references: then the stalls and waits go unseen).
+        self.owner = threading.get_ident()
+        if task is not None:
+            with contextlib.suppress(TypeError):
+                self.task = weakref.ref(task)
         # The coroutine aiotrace saw running when the span began (its id for
         # a task aiotrace knows; the enclosing one for an eager first step
         # of a task made without loop.create_task).
@@ -79,10 +82,10 @@ class _Open:
 
     def is_current(self) -> bool:
         """Whether the code running now is the code that began the span."""
-        now = _owner()
+        task = _running_task()
         if self.task is not None:
-            return now is self.task()
-        return now == self.owner
+            return task is not None and task is self.task()
+        return task is None and threading.get_ident() == self.owner
 
     def coroutine(self, coroutines: dict[int, int]) -> int:
         """The coroutine id aiotrace gives the span's code now."""
@@ -162,11 +165,11 @@ class Processor(SpanProcessor):
             )
         )
         hooks = _hooks()
-        owner = mark._owner if isinstance(mark, Region) else _owner()
-        entry = _Open(span, mark, owner, hooks)
+        task = _running_task()
+        entry = _Open(span, mark, task, hooks)
         if hooks is not None and entry.task is not None:
             ts = getattr(hooks.local, "ts", None)
-            entry.cid = hooks.coroutines.get(id(owner), 0) or (
+            entry.cid = hooks.coroutines.get(id(task), 0) or (
                 ts.cur if ts is not None else 0
             )
         self._spans[ctx.span_id] = entry
@@ -391,6 +394,12 @@ def _line(code: Any, lasti: int) -> int | None:
         if start <= lasti < end:
             return line  # type: ignore[no-any-return]
     return None
+
+
+def _running_task() -> Any:
+    """The asyncio task running now, or None."""
+    loop = _get_running_loop()
+    return None if loop is None else asyncio.current_task(loop)
 
 
 def _as_current() -> bool:
