@@ -141,6 +141,11 @@ class Processor(SpanProcessor):
         ctx = span.get_span_context()
         parent = span.parent
         name = span.name
+        hooks = _hooks()
+        task = _running_task()
+        cid = 0
+        if hooks is not None and task is not None:
+            cid = hooks.coroutines.get(id(task), 0)
         mark: Task | Region
         if not _as_current():
             # A span not made current may end anywhere (a done callback,
@@ -151,7 +156,17 @@ class Processor(SpanProcessor):
             rec.events().append(
                 (_TASK_BEGIN, _clock(), task_id, mark.parent_id, name, None)
             )
-        elif parent is None or parent.is_remote or span.kind in _ROOT_KINDS:
+        elif (
+            parent is None
+            or parent.is_remote
+            or span.kind in _ROOT_KINDS
+            # The eager first step of a task made by asyncio.Task() itself
+            # (aiohttp's handlers on 3.12+): aiotrace counts it in the
+            # coroutine that made the task, and the span's later steps in
+            # the task: a region would begin in one coroutine and end in
+            # another.
+            or (task is not None and hooks is not None and not cid)
+        ):
             mark = new_task(name)
             task_id = mark.id
         else:
@@ -164,14 +179,10 @@ class Processor(SpanProcessor):
                 (_LOG, now, task_id, SPAN_ID, format(ctx.span_id, "016x"), None),
             )
         )
-        hooks = _hooks()
-        task = _running_task()
         entry = _Open(span, mark, task, hooks)
         if hooks is not None and entry.task is not None:
             ts = getattr(hooks.local, "ts", None)
-            entry.cid = hooks.coroutines.get(id(task), 0) or (
-                ts.cur if ts is not None else 0
-            )
+            entry.cid = cid or (ts.cur if ts is not None else 0)
         self._spans[ctx.span_id] = entry
 
     def _on_ending(self, span: Span) -> None:
