@@ -102,8 +102,12 @@ class LoopMetrics:
         hooks = _hooks()
         if not self.enabled or hooks is None:
             return []
+        loops = hooks.loops()
+        live = {lid for lid, _ in loops}
+        for lid in [lid for lid in self._lag if lid not in live]:
+            self._lag.pop(lid, None)  # a loop gone: no more values
         out = [Observation(v, {_LOOP: lid}) for lid, v in list(self._lag.items())]
-        for lid, loop in hooks.loops():
+        for lid, loop in loops:
             with contextlib.suppress(Exception):
                 if loop.is_running() and not loop.is_closed():
                     loop.call_soon_threadsafe(self._landed, lid, _recorder.clock())
