@@ -103,7 +103,10 @@ class _Wait:
     __slots__ = ("attrs", "since", "waiter")
 
     def __init__(self, waiter: Any, since: int) -> None:
-        self.waiter = weakref.ref(waiter)
+        try:
+            self.waiter: Any = weakref.ref(waiter)
+        except TypeError:  # a future type without weak references
+            self.waiter = lambda: None  # seen anew each look: never long
         self.since = since
         self.attrs: dict[str, Any] | None = None  # set once it is long
 
