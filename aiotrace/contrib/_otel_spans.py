@@ -287,19 +287,25 @@ class Processor(SpanProcessor):
         for key in [k for k in waits if k not in innermost]:
             del waits[key]
         for key, (task, span) in innermost.items():
-            waiter = getattr(task, "_fut_waiter", None)
-            wait = waits.get(key)
-            if waiter is not None and not waiter.done():
-                if wait is None or wait.waiter() is not waiter:
-                    if wait is not None and wait.attrs is not None:
-                        _add(span, WAIT_EVENT, wait.since, now, wait.attrs)
-                    waits[key] = _Wait(waiter, now)
-                elif wait.attrs is None and now - wait.since >= (self._wait_ns or 0):
-                    wait.attrs = self._describe(task, waiter)
-            elif wait is not None:
-                del waits[key]
-                if wait.attrs is not None:
+            with contextlib.suppress(Exception):  # one odd task spoils no other
+                self._look(key, task, span, now)
+
+    def _look(self, key: int, task: Any, span: Span, now: int) -> None:
+        """One look at the wait of ``task``, the task of open span ``span``."""
+        waits = self._waits
+        waiter = getattr(task, "_fut_waiter", None)
+        wait = waits.get(key)
+        if waiter is not None and not waiter.done():
+            if wait is None or wait.waiter() is not waiter:
+                if wait is not None and wait.attrs is not None:
                     _add(span, WAIT_EVENT, wait.since, now, wait.attrs)
+                waits[key] = _Wait(waiter, now)
+            elif wait.attrs is None and now - wait.since >= (self._wait_ns or 0):
+                wait.attrs = self._describe(task, waiter)
+        elif wait is not None:
+            del waits[key]
+            if wait.attrs is not None:
+                _add(span, WAIT_EVENT, wait.since, now, wait.attrs)
 
     def _describe(self, task: Any, waiter: Any) -> dict[str, Any]:
         if self._classifier is None:
