@@ -448,7 +448,12 @@ def _hooks() -> Hooks | None:
 
 
 def _watchdog_last(ident: int) -> tuple[int, Any] | None:
+    """(coroutine id, most sampled stack) of the stall going on in thread
+    ``ident``, as far as the watchdog has sampled it."""
     session = _session.current()
     runtime = None if session is None else session.runtime
     watchdog = None if runtime is None else runtime._watchdog
-    return None if watchdog is None else watchdog.last.get(ident)
+    if watchdog is None:
+        return None
+    seen = watchdog.seen.get(ident)
+    return None if seen is None else watchdog.blocking((seen[0], dict(seen[1])))

@@ -189,10 +189,14 @@ def otel(receiver: Receiver) -> Iterator[Otel]:
 
 
 def _sampled(ident: int) -> bool:
+    """Whether the watchdog has sampled thread ``ident``'s stall 3 times: the
+    line that blocks is then the most sampled, even if the machine is so
+    loaded that one more sample lands after the blocking loop."""
     session = _session.current()
     runtime = None if session is None else session.runtime
     watchdog = None if runtime is None else runtime._watchdog
-    return watchdog is not None and ident in watchdog.last
+    seen = None if watchdog is None else watchdog.seen.get(ident)
+    return seen is not None and sum(n for n, _ in list(seen[1].values())) >= 3
 
 
 async def stall_in_span(request: web.Request) -> web.Response:
