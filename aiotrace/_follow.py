@@ -143,8 +143,7 @@ def _install() -> None:
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_after_fork)
     try:
-        import multiprocessing.spawn as spawn
-        import multiprocessing.util as util
+        from multiprocessing import spawn, util
     except ImportError:  # a Python built without multiprocessing
         return
     util.register_after_fork(_ANCHOR, _arm_finalizer)
@@ -179,7 +178,8 @@ try:
 except Exception as exc:
     try:
         sys.stderr.write(
-            f"aiotrace: this child process is not traced ({type(exc).__name__}: {exc})\\n"
+            "aiotrace: this child process is not traced "
+            f"({type(exc).__name__}: {exc})\\n"
         )
     except Exception:
         pass
@@ -257,7 +257,7 @@ def _arm_finalizer(_anchor: object) -> None:
     every other finalizer, since it leaves by ``os._exit``."""
     if _child is None:
         return
-    import multiprocessing.util as util
+    from multiprocessing import util
 
     util.Finalize(None, finish_child, exitpriority=_FINAL_PRIORITY)
 
