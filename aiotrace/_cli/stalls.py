@@ -13,7 +13,13 @@ ORDER = 21
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", metavar="FILE", help="a trace file, or - for stdin")
+    p.add_argument(
+        "file",
+        metavar="FILE",
+        nargs="+",
+        help="a trace file, or - for stdin; several files (one per process) "
+        "list the stalls of every process, on one timeline",
+    )
     p.add_argument("--json", action="store_true", help="print JSON, for machines")
     p.add_argument(
         "--stacks",
@@ -40,11 +46,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis import format_stalls
-    from .stats import load
+    from .stats import load, load_many
 
     if args.min < 0:
         args.parser.error(f"--min must not be negative, not {args.min:g}")
-    summary, status = load(args.file)
+    if len(args.file) > 1:
+        many, status = load_many(args.file)
+        if many is None:
+            return status
+        summary = many.total
+        args.file = ", ".join(args.file)
+    else:
+        args.file = args.file[0]
+        summary, status = load(args.file)
     if summary is None:
         return status
     summary.stalls = [s for s in summary.stalls if s.duration_ns >= args.min * 1e6]
