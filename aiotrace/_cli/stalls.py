@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from ._common import positive, report_truncated
+
+if TYPE_CHECKING:
+    from ..analysis import Summary
 
 HELP = "list loop stalls with the coroutine that held the loop and its stacks"
 ORDER = 21
@@ -50,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.min < 0:
         args.parser.error(f"--min must not be negative, not {args.min:g}")
+    summary: Summary | None
     if len(args.file) > 1:
         many, status = load_many(args.file)
         if many is None:

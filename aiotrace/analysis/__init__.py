@@ -9,7 +9,8 @@ stalls with their folded stack samples, and lost events. This is
 blocking profiles, for asyncio. ``profile(source, kind)`` gives block,
 scheduler-latency, execution and stall time by stack (folded stacks for
 flame graphs, or a text top table). ``analyze_processes(paths)`` analyses
-several processes' traces on one timeline, each and in total. Importing ``aiotrace`` does not import it.
+several processes' traces on one timeline, each and in total. Importing
+``aiotrace`` does not import it.
 """
 
 from ._coro import CoroGroup as CoroGroup
