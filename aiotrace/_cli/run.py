@@ -269,8 +269,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         if recording.finish() and not args.quiet:
             print(recording.summary(), file=sys.stderr)
-            if follow:
-                print(_children_summary(path, started_ns), file=sys.stderr)
+            children = _children_summary(path, started_ns) if follow else None
+            if children:
+                print(children, file=sys.stderr)
     except KeyboardInterrupt:
         status = INTERRUPTED
         interrupted = True
@@ -357,13 +358,13 @@ class _Recording:
         )
 
 
-def _children_summary(path: str, since_ns: int) -> str:
-    """The line of the exit summary that lists the child processes' traces."""
+def _children_summary(path: str, since_ns: int) -> str | None:
+    """The lines of the exit summary that list the child processes' traces."""
     from .._follow import child_traces
 
     files = child_traces(path, since_ns)
     if not files:
-        return "aiotrace: no child process traced"
+        return None
     shown = files if len(files) <= 8 else [*files[:8], f"... ({len(files) - 8} more)"]
     return (
         f"aiotrace: {len(files)} child process trace{'s' if len(files) > 1 else ''}: "

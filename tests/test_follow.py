@@ -1,0 +1,300 @@
+"""Following child processes: `aiotrace run` and `aiotrace.follow_children`
+make every child Python process write its own trace, and stats, stalls and
+export read them together on one timeline. Real child processes, each of
+the three start methods, a Pool and a ProcessPoolExecutor."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aiotrace import reader
+from aiotrace._follow import child_path, child_traces
+from aiotrace.analysis import analyze, analyze_processes
+
+RUN = [sys.executable, "-m", "aiotrace", "run"]
+CLI = [sys.executable, "-m", "aiotrace"]
+
+PROGRAM = """\
+import asyncio, multiprocessing as mp, os, sys
+from concurrent.futures import ProcessPoolExecutor
+
+async def child_work(n):
+    await asyncio.sleep(0)
+    return os.getpid()
+
+def child(n):
+    return asyncio.run(child_work(n))
+
+if __name__ == "__main__":
+    ctx = mp.get_context(sys.argv[1])
+    pids = set()
+    with ctx.Pool(2) as pool:
+        pids.update(pool.map(child, range(4)))
+    with ProcessPoolExecutor(2, mp_context=ctx) as ex:
+        pids.update(ex.map(child, range(4)))
+    print(" ".join(map(str, sorted(pids))))
+"""
+
+PROCESS = """\
+import asyncio, multiprocessing as mp, os, sys
+
+async def child_work(n):
+    await asyncio.sleep(0)
+
+def child(n):
+    asyncio.run(child_work(n))
+
+if __name__ == "__main__":
+    p = mp.get_context(sys.argv[1]).Process(target=child, args=(1,))
+    p.start()
+    p.join()
+    print(p.pid, p.exitcode)
+"""
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    env.pop("AIOTRACE_PYTEST", None)
+    return env
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, cwd=cwd, capture_output=True, text=True, timeout=100, env=_env()
+    )
+
+
+def _valid(path: Path) -> list[reader.Event]:
+    events = reader.read_events(path)
+    assert reader.validate(events) == [], path
+    return events
+
+
+def _groups(path: Path) -> set[str]:
+    return {g.name for g in analyze(path).coroutines}
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_every_child_writes_its_own_trace(tmp_path: Path, method: str) -> None:
+    """Under `aiotrace run`, each worker of a Pool and of a
+    ProcessPoolExecutor writes app.<pid>.trace, whole and valid, with the
+    coroutines it ran; the summary lists the files."""
+    (tmp_path / "app.py").write_text(PROGRAM)
+    done = _run([*RUN, "-o", "app.trace", "app.py", method], tmp_path)
+    assert done.returncode == 0, done.stderr
+    workers = {int(p) for p in done.stdout.split()}
+    assert workers
+    files = {Path(f).name for f in child_traces(str(tmp_path / "app.trace"))}
+    for pid in workers:
+        name = f"app.{pid}.trace"
+        assert name in files, (name, files)
+        assert "child_work" in _groups(tmp_path / name)
+    for name in files:
+        _valid(tmp_path / name)  # every child, also one that did no work
+    _valid(tmp_path / "app.trace")
+    listed = re.search(r"aiotrace: (\d+) child process traces?: (.*)", done.stderr)
+    assert listed is not None, done.stderr
+    assert set(listed.group(2).split(", ")) == files
+    assert "aiotrace stats app.trace app.*.trace" in done.stderr
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_a_process_is_followed_and_no_follow_turns_it_off(
+    tmp_path: Path, method: str
+) -> None:
+    """A multiprocessing.Process child is traced into app.<its pid>.trace;
+    with --no-follow it is not, and the summary lists no child."""
+    (tmp_path / "one.py").write_text(PROCESS)
+    done = _run([*RUN, "-o", "app.trace", "one.py", method], tmp_path)
+    assert done.returncode == 0, done.stderr
+    pid, status = map(int, done.stdout.split())
+    assert status == 0
+    events = _valid(tmp_path / f"app.{pid}.trace")
+    assert any(ev.kind == reader.EventKind.SYNC for ev in events)
+    assert "child_work" in _groups(tmp_path / f"app.{pid}.trace")
+
+    done = _run([*RUN, "--no-follow", "-o", "off.trace", "one.py", method], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert child_traces(str(tmp_path / "off.trace")) == []
+    assert "child process" not in done.stderr
+
+
+def test_the_library_follows_children(tmp_path: Path) -> None:
+    """A program that traces itself follows its children with
+    aiotrace.follow_children(path, **options): the child traces with the
+    options given (here, no runtime events: annotations only)."""
+    (tmp_path / "lib.py").write_text(
+        "import multiprocessing as mp, aiotrace\n"
+        "def child():\n"
+        "    aiotrace.log('in', 'child')\n"
+        "if __name__ == '__main__':\n"
+        "    aiotrace.follow_children('lib.trace', runtime_events=False)\n"
+        "    with aiotrace.tracing('lib.trace'):\n"
+        "        p = mp.get_context('spawn').Process(target=child)\n"
+        "        p.start(); p.join()\n"
+        "    aiotrace.unfollow_children()\n"
+        "    q = mp.get_context('spawn').Process(target=child)\n"
+        "    q.start(); q.join()\n"
+        "    print(p.pid, q.pid)\n"
+    )
+    done = _run([sys.executable, "lib.py"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    followed, unfollowed = map(int, done.stdout.split())
+    events = _valid(tmp_path / f"lib.{followed}.trace")
+    logs = [ev.log for ev in events if ev.kind == reader.EventKind.LOG]
+    assert [(lg.category, lg.message) for lg in logs] == [("in", "child")]
+    assert not any(ev.kind == reader.EventKind.STATE_TRANSITION for ev in events)
+    assert not (tmp_path / f"lib.{unfollowed}.trace").exists()
+
+
+def test_a_bad_option_is_refused_in_the_parent() -> None:
+    """follow_children checks its options at once, not in each child."""
+    import aiotrace
+
+    with pytest.raises(ValueError, match="stall_threshold"):
+        aiotrace.follow_children("x.trace", stall_threshold=-1)
+    with pytest.raises(TypeError, match="nope"):
+        aiotrace.follow_children("x.trace", nope=1)
+
+
+def test_child_path_names() -> None:
+    """app.trace gives app.<pid>.trace; a name without suffix gets .<pid>."""
+    assert child_path("/d/app.trace", 42) == "/d/app.42.trace"
+    assert child_path("/d/app", 42) == "/d/app.42"
+    assert child_path("/d.x/app.v1.trace", 7) == "/d.x/app.v1.7.trace"
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    """A parent trace and its children's (spawn: a Pool, an executor)."""
+    tmp = tmp_path_factory.mktemp("family")
+    (tmp / "app.py").write_text(PROGRAM)
+    done = _run([*RUN, "-q", "-o", "app.trace", "app.py", "spawn"], tmp)
+    assert done.returncode == 0, done.stderr
+    children = [tmp / Path(f).name for f in child_traces(str(tmp / "app.trace"))]
+    assert children
+    return tmp / "app.trace", children
+
+
+def test_stats_of_several_traces(family: tuple[Path, list[Path]]) -> None:
+    """`aiotrace stats` of a parent and its children: one process each, in
+    the order they started, children after the parent, and a total that
+    sums the coroutines of every process."""
+    parent, children = family
+    files = [str(parent), *map(str, children)]
+    done = _run([*CLI, "stats", "--json", *files], parent.parent)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    procs = doc["processes"]
+    assert sorted(p["file"] for p in procs) == sorted(files)
+    assert procs[0]["file"] == str(parent)  # the parent's trace began first
+    starts = [p["wall_start_ns"] for p in procs]
+    assert starts == sorted(starts)
+    assert all(p["offset_ns"] is not None and p["syncs"] >= 1 for p in procs)
+    for p in procs[1:]:
+        assert p["pid"] == int(Path(p["file"]).name.split(".")[1])
+    per = sum(
+        g["count"]
+        for p in procs
+        for g in p["summary"]["coroutines"]
+        if g["name"] == "child_work"
+    )
+    total = {g["name"]: g["count"] for g in doc["total"]["coroutines"]}
+    assert per == total["child_work"] == 8
+    assert doc["total"]["events"] == sum(p["summary"]["events"] for p in procs)
+    assert doc["unaligned"] == []
+
+    text = _run([*CLI, "stats", *files], parent.parent)
+    assert text.returncode == 0, text.stderr
+    assert f"{len(files)} processes, on one timeline" in text.stdout
+    assert f"=== all {len(files)} processes ===" in text.stdout
+    for child in children:
+        assert f"=== pid {child.name.split('.')[1]} ({child}) ===" in text.stdout
+
+
+def test_analyze_processes_matches_each_analysis(
+    family: tuple[Path, list[Path]],
+) -> None:
+    """Each process's figures are those of analysing its trace alone; its
+    offset is its first sync's wall clock minus its trace clock."""
+    parent, children = family
+    many = analyze_processes([parent, *children])
+    for p in many.processes:
+        alone = analyze(p.file)
+        assert p.summary.to_dict() == alone.to_dict()
+        sync = next(
+            ev for ev in reader.read_events(p.file) if ev.kind == reader.EventKind.SYNC
+        )
+        assert p.offset_ns == sync.sync.wall_time_ns - sync.time
+
+
+def test_stalls_of_several_traces(tmp_path: Path) -> None:
+    """`aiotrace stalls` of a parent and a child that stalls: the child's
+    stall is listed, naming its process and its line."""
+    (tmp_path / "st.py").write_text(
+        "import asyncio, multiprocessing as mp, time\n"
+        "async def hog():\n"
+        "    time.sleep(0.3)  # the stall\n"
+        "def child():\n"
+        "    asyncio.run(hog())\n"
+        "if __name__ == '__main__':\n"
+        "    p = mp.get_context('spawn').Process(target=child)\n"
+        "    p.start(); p.join()\n"
+        "    print(p.pid)\n"
+    )
+    done = _run([*RUN, "-q", "-o", "st.trace", "st.py"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    pid = int(done.stdout)
+    out = _run([*CLI, "stalls", "st.trace", f"st.{pid}.trace"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert f"[pid {pid}] hog" in out.stdout
+    assert "st.py:3" in out.stdout
+
+
+def test_export_of_several_traces(
+    family: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    """`aiotrace export` of several traces: each trace is its own pair of
+    processes, named by its pid, shifted to where its sync puts it."""
+    parent, children = family
+    files = [str(parent), *map(str, children)]
+    out = tmp_path / "all.json"
+    done = _run([*CLI, "export", "-o", str(out), *files], parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert f"{len(files)} processes" in done.stdout
+    doc = json.loads(out.read_text())
+    names = {
+        e["pid"]: e["args"]["name"]
+        for e in doc["traceEvents"]
+        if e.get("name") == "process_name"
+    }
+    assert len(names) == 2 * len(files)
+    many = analyze_processes(files)
+    shifts = {p["name"]: p["shift_ns"] for p in doc["otherData"]["processes"]}
+    origin = many.processes[0].wall_start_ns
+    for p in many.processes:
+        assert f"{p.name}: aiotrace" in names.values()
+        assert f"{p.name}: coroutines" in names.values()
+        assert p.wall_start_ns is not None and origin is not None
+        assert shifts[p.name] == p.wall_start_ns - origin
+    steps = {}
+    for e in doc["traceEvents"]:
+        if e.get("cat") == "step" and e.get("name", "").startswith("child_work"):
+            steps.setdefault(names[e["pid"]], []).append(e["ts"] * 1000)
+    assert len(steps) >= 1
+    for name, ts in steps.items():
+        assert min(ts) >= shifts[name.split(":")[0]]
+
+    proto = tmp_path / "all.pftrace"
+    done = _run([*CLI, "export", "-o", str(proto), *files], parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert proto.stat().st_size > 0
