@@ -69,7 +69,13 @@ def _env() -> dict[str, str]:
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        args, cwd=cwd, capture_output=True, text=True, timeout=100, env=_env()
+        args,
+        check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env=_env(),
     )
 
 
