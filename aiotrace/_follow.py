@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import os
 import re
 import signal
@@ -265,25 +266,55 @@ def _arm_finalizer(_anchor: object) -> None:
 def _finish_on_sigterm() -> None:
     """SIGTERM, if it would kill the child (or would run the parent's
     ``aiotrace run`` handler, inherited through fork), finishes the trace
-    first; the child then dies of the signal as it would have."""
+    first; the child then dies of the signal as it would have.
+
+    The program may set SIGTERM back to its default later (gunicorn's
+    uvicorn worker does, then re-raises the SIGTERM it caught to die of
+    it): while the trace runs, ``signal.signal`` and ``signal.getsignal``
+    are wrapped so that the default stays "finish the trace, then die",
+    and the program still sees ``SIG_DFL``.
+    """
+    global _wrapped
     if not hasattr(signal, "SIGTERM") or threading.current_thread() is not (
         threading.main_thread()
     ):
         return
-    current = signal.getsignal(signal.SIGTERM)
-    if current is not signal.SIG_DFL and not getattr(current, "_aiotrace", False):
+    if not _wrapped:
+        _wrapped = True
+        signal.signal = _signal
+        signal.getsignal = _getsignal
+    current = _real_getsignal(signal.SIGTERM)
+    if current is signal.SIG_DFL or getattr(current, "_aiotrace", False):
+        _real_signal(signal.SIGTERM, _terminated)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    """The child's SIGTERM handler in place of the default action."""
+    global _terminate_pending
+    if _busy:  # interrupted a start or a finish: die once it is done
+        _terminate_pending = signum
         return
+    _real_signal(signum, signal.SIG_DFL)
+    try:
+        finish_child()
+    finally:
+        os.kill(os.getpid(), signum)
 
-    def _terminated(signum: int, frame: object) -> None:
-        global _terminate_pending
-        if _busy:  # interrupted a start or a finish: die once it is done
-            _terminate_pending = signum
-            return
-        signal.signal(signum, signal.SIG_DFL)
-        try:
-            finish_child()
-        finally:
-            os.kill(os.getpid(), signum)
 
-    _terminated._aiotrace = True  # type: ignore[attr-defined]
-    signal.signal(signal.SIGTERM, _terminated)
+_real_signal: Final = signal.signal
+_real_getsignal: Final = signal.getsignal
+_wrapped = False
+
+
+@functools.wraps(_real_signal)
+def _signal(signalnum: int, handler: Any) -> Any:
+    if signalnum == signal.SIGTERM and handler is signal.SIG_DFL and _child is not None:
+        handler = _terminated
+    previous = _real_signal(signalnum, handler)
+    return signal.SIG_DFL if previous is _terminated else previous
+
+
+@functools.wraps(_real_getsignal)
+def _getsignal(signalnum: int) -> Any:
+    handler = _real_getsignal(signalnum)
+    return signal.SIG_DFL if handler is _terminated else handler

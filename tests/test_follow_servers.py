@@ -1,6 +1,7 @@
-"""Worker servers under `aiotrace run`: uvicorn --workers N gives one trace
-per worker, each holding the requests that worker served. A real server on
-127.0.0.1, stopped by SIGINT."""
+"""Worker servers under `aiotrace run`: uvicorn --workers N (multiprocessing
+spawn) and gunicorn with uvicorn workers (os.fork) give one trace per
+worker, each holding the requests that worker served. A real server on
+127.0.0.1, stopped by a signal."""
 
 from __future__ import annotations
 
@@ -53,33 +54,30 @@ def _get(port: int) -> int | None:
         conn.close()
 
 
-def test_uvicorn_workers_each_write_a_trace(tmp_path: Path) -> None:
-    """`aiotrace run -m uvicorn --workers 2`: two worker traces, whole and
-    valid after SIGINT, and each worker's trace holds exactly the requests
-    it answered."""
+def _server(name: str, port: int) -> tuple[list[str], signal.Signals]:
+    if name == "uvicorn":
+        args = ["uvicorn", "web:app", "--port", str(port), "--workers", "2"]
+        return [*args, "--log-level", "warning"], signal.SIGINT
+    pytest.importorskip("gunicorn")
+    args = ["gunicorn", "-k", "uvicorn.workers.UvicornWorker", "-w", "2"]
+    return [*args, "-b", f"127.0.0.1:{port}", "web:app"], signal.SIGTERM
+
+
+@pytest.mark.parametrize("name", ["uvicorn", "gunicorn"])
+def test_workers_each_write_a_trace(tmp_path: Path, name: str) -> None:
+    """`aiotrace run -m uvicorn --workers 2` (stopped by SIGINT) and
+    `aiotrace run -m gunicorn -k uvicorn.workers.UvicornWorker -w 2`
+    (stopped by SIGTERM; its workers die of the SIGTERM they re-raise):
+    two worker traces, whole and valid, and each worker's trace holds
+    exactly the requests it answered."""
     (tmp_path / "web.py").write_text(APP)
     port = _free_port()
+    command, stop = _server(name, port)
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "aiotrace",
-            "run",
-            "-o",
-            "web.trace",
-            "-m",
-            "uvicorn",
-            "web:app",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--log-level",
-            "warning",
-        ],
+        [sys.executable, "-m", "aiotrace", "run", "-o", "web.trace", "-m", *command],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -100,7 +98,7 @@ def test_uvicorn_workers_each_write_a_trace(tmp_path: Path) -> None:
             pid = _get(port)
             assert pid is not None
             served[pid] = served.get(pid, 0) + 1
-        server.send_signal(signal.SIGINT)
+        server.send_signal(stop)
         _, err = server.communicate(timeout=60)
     finally:
         if server.poll() is None:
@@ -108,6 +106,8 @@ def test_uvicorn_workers_each_write_a_trace(tmp_path: Path) -> None:
             server.communicate()
     files = [tmp_path / Path(f).name for f in child_traces(str(tmp_path / "web.trace"))]
     assert len(files) == 2, (files, err)
+    if name == "gunicorn":
+        assert err.count("Booting worker with pid") == 2, err
     assert "aiotrace: 2 child process traces" in err
     for f in [tmp_path / "web.trace", *files]:
         assert reader.validate(reader.read_events(f)) == [], f
