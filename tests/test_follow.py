@@ -304,3 +304,35 @@ def test_export_of_several_traces(
     done = _run([*CLI, "export", "-o", str(proto), *files], parent.parent)
     assert done.returncode == 0, done.stderr
     assert proto.stat().st_size > 0
+
+
+def test_a_child_sees_sigterm_as_python_gives_it(tmp_path: Path) -> None:
+    """In a followed child, SIGTERM still reads as SIG_DFL, also after the
+    program sets it so (as gunicorn's uvicorn worker does); a SIGTERM the
+    child raises then kills it as the default would (status -SIGTERM), and
+    its trace is whole first, with the event logged before the signal."""
+    (tmp_path / "term.py").write_text(
+        "import multiprocessing as mp, os, signal, aiotrace\n"
+        "def child():\n"
+        "    first = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL\n"
+        "    signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
+        "    again = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL\n"
+        "    aiotrace.log('sigdfl', f'{first} {again}')\n"
+        "    signal.raise_signal(signal.SIGTERM)\n"
+        "    aiotrace.log('never', 'reached')\n"
+        "if __name__ == '__main__':\n"
+        "    p = mp.get_context('spawn').Process(target=child)\n"
+        "    p.start(); p.join()\n"
+        "    print(p.pid, p.exitcode)\n"
+    )
+    done = _run([*RUN, "-q", "-o", "term.trace", "term.py"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    pid, status = map(int, done.stdout.split())
+    assert status == -15
+    events = _valid(tmp_path / f"term.{pid}.trace")
+    logs = [
+        (ev.log.category, ev.log.message)
+        for ev in events
+        if ev.kind == reader.EventKind.LOG
+    ]
+    assert logs == [("sigdfl", "True True")]
