@@ -336,3 +336,28 @@ def test_a_child_sees_sigterm_as_python_gives_it(tmp_path: Path) -> None:
         if ev.kind == reader.EventKind.LOG
     ]
     assert logs == [("sigdfl", "True True")]
+
+
+def test_stats_of_several_traces_with_one_cut_short(
+    family: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    """A child trace cut short (a SIGKILLed worker) is still analysed up to
+    the cut; stats says which file, and exits 1; a file that is not a trace
+    is an error naming it (exit 1, nothing printed)."""
+    parent, children = family
+    cut = tmp_path / children[0].name
+    data = children[0].read_bytes()
+    cut.write_bytes(data[: len(data) - 7])
+    done = _run([*CLI, "stats", "--json", str(parent), str(cut)], tmp_path)
+    assert done.returncode == 1
+    doc = json.loads(done.stdout)
+    assert doc["processes"][1]["summary"]["truncated"]
+    assert f"aiotrace: {cut}: " in done.stderr
+    assert "truncated" in done.stderr
+
+    junk = tmp_path / "junk.trace"
+    junk.write_bytes(b"not a trace at all")
+    done = _run([*CLI, "stats", str(parent), str(junk)], tmp_path)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert str(junk) in done.stderr

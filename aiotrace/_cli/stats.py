@@ -53,20 +53,23 @@ def load(file: str) -> tuple[Summary | None, int]:
 def load_many(files: list[str]) -> tuple[ProcessesSummary | None, int]:
     """Analyses several traces on one timeline; returns (summary or None,
     exit status), as ``load`` does for one."""
-    from ..analysis import analyze_processes
+    from ..analysis._multi import analyze_one, combine
     from ..reader import TraceError
 
     if "-" in files:
         print("aiotrace: - (stdin) can only be read alone", file=sys.stderr)
         return None, 2
-    try:
-        many = analyze_processes(files)
-    except OSError as exc:
-        print(f"aiotrace: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
-        return None, 1
-    except TraceError as exc:
-        print(f"aiotrace: {exc}", file=sys.stderr)
-        return None, 1
+    each = []
+    for file in files:
+        try:
+            each.append(analyze_one(file))
+        except OSError as exc:
+            print(f"aiotrace: {file}: {exc.strerror or exc}", file=sys.stderr)
+            return None, 1
+        except TraceError as exc:
+            print(f"aiotrace: {file}: {exc}", file=sys.stderr)
+            return None, 1
+    many = combine(each)
     return many, 1 if many.truncated else 0
 
 
