@@ -361,3 +361,30 @@ def test_stats_of_several_traces_with_one_cut_short(
     assert done.returncode == 1
     assert done.stdout == ""
     assert str(junk) in done.stderr
+
+
+def test_a_forked_child_that_execs_leaves_an_empty_file_left_out(
+    tmp_path: Path,
+) -> None:
+    """A child of os.fork() that runs another program (os.execv) leaves an
+    empty trace: the summary lists no child but says so, and stats of
+    app.trace and the empty file reads the parent's, leaving the empty one
+    out with a note."""
+    (tmp_path / "ex.py").write_text(
+        "import os, sys\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os.execv(sys.executable, [sys.executable, '-c', 'pass'])\n"
+        "os.waitpid(pid, 0)\n"
+        "print(pid)\n"
+    )
+    done = _run([*RUN, "-o", "ex.trace", "ex.py"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    pid = int(done.stdout)
+    empty = tmp_path / f"ex.{pid}.trace"
+    assert empty.stat().st_size == 0
+    assert "aiotrace: no child process trace\n  and 1 empty" in done.stderr
+    out = _run([*CLI, "stats", "ex.trace", empty.name], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("1 process, on one timeline")
+    assert f"aiotrace: {empty.name}: empty; left out" in out.stderr

@@ -113,9 +113,14 @@ def _run_many(args: argparse.Namespace, fmt: str) -> int:
     if os.path.abspath(out) in full:
         print(f"aiotrace: {out}: would overwrite a trace", file=sys.stderr)
         return 1
+    from .stats import skip_empty
+
+    files = skip_empty(args.file)
+    if not files:
+        return 1
     try:
         result = write_perfetto_processes(
-            args.file,
+            files,
             out,
             coroutine_tracks=args.coroutine_tracks,
             format="json" if fmt == "json" else "proto",

@@ -362,15 +362,31 @@ def _children_summary(path: str, since_ns: int) -> str | None:
     """The lines of the exit summary that list the child processes' traces."""
     from .._follow import child_traces
 
-    files = child_traces(path, since_ns)
+    found = child_traces(path, since_ns)
+    files = [f for f in found if _size(f) != 0]
+    empty = len(found) - len(files)
+    note = (
+        f"\n  and {empty} empty (a child that ran another program or died as it "
+        "started), left out"
+        if empty
+        else ""
+    )
     if not files:
-        return None
+        return f"aiotrace: no child process trace{note}" if empty else None
     shown = files if len(files) <= 8 else [*files[:8], f"... ({len(files) - 8} more)"]
     return (
         f"aiotrace: {len(files)} child process trace{'s' if len(files) > 1 else ''}: "
         + ", ".join(shown)
         + f"\n  all together: aiotrace stats {path} {_pattern(path)}"
+        + note
     )
+
+
+def _size(path: str) -> int | None:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None
 
 
 def _pattern(path: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -60,7 +61,7 @@ def load_many(files: list[str]) -> tuple[ProcessesSummary | None, int]:
         print("aiotrace: - (stdin) can only be read alone", file=sys.stderr)
         return None, 2
     each = []
-    for file in files:
+    for file in skip_empty(files):
         try:
             each.append(analyze_one(file))
         except OSError as exc:
@@ -71,6 +72,23 @@ def load_many(files: list[str]) -> tuple[ProcessesSummary | None, int]:
             return None, 1
     many = combine(each)
     return many, 1 if many.truncated else 0
+
+
+def skip_empty(files: list[str]) -> list[str]:
+    """``files`` without the empty ones, each said on stderr: a child that
+    ran another program (``os.exec*``) or was killed as it started leaves
+    an empty trace, which should not stop the others being read."""
+    kept = []
+    for file in files:
+        try:
+            empty = os.path.getsize(file) == 0
+        except OSError:
+            empty = False  # reading it says why
+        if empty:
+            print(f"aiotrace: {file}: empty; left out", file=sys.stderr)
+        else:
+            kept.append(file)
+    return kept
 
 
 def run(args: argparse.Namespace) -> int:

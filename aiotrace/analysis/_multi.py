@@ -242,7 +242,8 @@ def format_processes(many: ProcessesSummary, *, top: int = 10) -> str:
         )
     head = ["process", "start", "span", "events", "lost", "loops", "coroutines"]
     head += ["stalls", "file"]
-    out = [f"{len(many.processes)} processes, on one timeline (by wall clock)", ""]
+    n = len(many.processes)
+    out = [f"{n} process{'es' if n != 1 else ''}, on one timeline (by wall clock)", ""]
     out += _table(head, rows)
     for p in many.processes:
         if p.offset_ns is None:
