@@ -388,3 +388,28 @@ def test_a_forked_child_that_execs_leaves_an_empty_file_left_out(
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("1 process, on one timeline")
     assert f"aiotrace: {empty.name}: empty; left out" in out.stderr
+
+
+def test_an_os_fork_child_that_returns_through_main(tmp_path: Path) -> None:
+    """A child of a plain os.fork() that ends by leaving the script (as a
+    gunicorn worker does, by sys.exit) finishes its own trace and prints
+    no summary: the parent's summary is printed once, by the parent."""
+    (tmp_path / "fk.py").write_text(
+        "import asyncio, os, sys\n"
+        "async def forked_work():\n"
+        "    await asyncio.sleep(0)\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    asyncio.run(forked_work())\n"
+        "    sys.exit(3)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "print(pid, os.waitstatus_to_exitcode(status))\n"
+    )
+    done = _run([*RUN, "-o", "fk.trace", "fk.py"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    pid, status = map(int, done.stdout.split())
+    assert status == 3
+    assert done.stderr.count("aiotrace: trace written to") == 1
+    assert "forked_work" in _groups(tmp_path / f"fk.{pid}.trace")
+    _valid(tmp_path / f"fk.{pid}.trace")
+    _valid(tmp_path / "fk.trace")
