@@ -199,6 +199,10 @@ class _Bootstrap:
 
 
 def _after_fork() -> None:
+    global _child, _busy, _terminate_pending
+    # A followed child's own trace is not its forked child's (_tracer
+    # forgets it the same way).
+    _child, _busy, _terminate_pending = None, False, None
     if _config is not None:
         _start_in_child(_config)
 
@@ -248,7 +252,7 @@ def finish_child() -> None:
         finally:
             _busy = False
     if _terminate_pending is not None:
-        signal.signal(_terminate_pending, signal.SIG_DFL)
+        _real_signal(_terminate_pending, signal.SIG_DFL)
         os.kill(os.getpid(), _terminate_pending)
 
 

@@ -413,3 +413,40 @@ def test_an_os_fork_child_that_returns_through_main(tmp_path: Path) -> None:
     assert "forked_work" in _groups(tmp_path / f"fk.{pid}.trace")
     _valid(tmp_path / f"fk.{pid}.trace")
     _valid(tmp_path / "fk.trace")
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_grandchildren_are_followed(tmp_path: Path, method: str) -> None:
+    """A child's own child writes its trace too, beside the first one's,
+    with its own pid: each of the three traces is whole and holds its own
+    process's coroutine."""
+    (tmp_path / "gc.py").write_text(
+        "import asyncio, multiprocessing as mp, sys\n"
+        "async def grandchild_work():\n"
+        "    await asyncio.sleep(0)\n"
+        "async def child_work():\n"
+        "    await asyncio.sleep(0)\n"
+        "def grandchild():\n"
+        "    asyncio.run(grandchild_work())\n"
+        "def child(method, q):\n"
+        "    asyncio.run(child_work())\n"
+        "    p = mp.get_context(method).Process(target=grandchild)\n"
+        "    p.start(); p.join()\n"
+        "    q.put(p.pid)\n"
+        "if __name__ == '__main__':\n"
+        "    ctx = mp.get_context(sys.argv[1])\n"
+        "    q = ctx.Queue()\n"
+        "    p = ctx.Process(target=child, args=(sys.argv[1], q))\n"
+        "    p.start(); grand = q.get(); p.join()\n"
+        "    print(p.pid, grand)\n"
+    )
+    done = _run([*RUN, "-q", "-o", "gc.trace", "gc.py", method], tmp_path)
+    assert done.returncode == 0, done.stderr
+    child, grand = map(int, done.stdout.split())
+    for pid, work in ((child, "child_work"), (grand, "grandchild_work")):
+        path = tmp_path / f"gc.{pid}.trace"
+        _valid(path)
+        groups = _groups(path)
+        assert work in groups
+        other = ({"child_work", "grandchild_work"} - {work}).pop()
+        assert other not in groups
