@@ -450,3 +450,41 @@ def test_grandchildren_are_followed(tmp_path: Path, method: str) -> None:
         assert work in groups
         other = ({"child_work", "grandchild_work"} - {work}).pop()
         assert other not in groups
+
+
+def test_report_of_several_traces(
+    family: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    """`aiotrace report` of a parent and its children: one page, every
+    process's loops labelled with its pid, every child's coroutines in it;
+    the merged stream validates (ids kept apart) and has every event; a
+    child cut short is said on stderr, and the others are still whole."""
+    from aiotrace.export import build_report_data
+    from aiotrace.export._processes import merged_events
+
+    parent, children = family
+    files = [parent, *children]
+    merged = list(merged_events(files))
+    assert reader.validate(merged) == []
+    assert len(merged) == sum(len(reader.read_events(f)) for f in files)
+    times = [ev.time for ev in merged]
+    assert times == sorted(times)
+    data = build_report_data(iter(merged), title="family")
+    labels = {u["label"] for u in data["loops"]}
+    for child in children:
+        pid = child.name.split(".")[1]
+        if analyze(child).loops:
+            assert any(lb.startswith(f"pid {pid}: ") for lb in labels), labels
+    work = {g["name"]: g["count"] for g in data["coroutines"]}
+    assert work["child_work"] == 8
+
+    cut = tmp_path / children[0].name
+    raw = children[0].read_bytes()
+    cut.write_bytes(raw[: len(raw) - 7])
+    out = tmp_path / "all.html"
+    args = [*CLI, "report", "-o", str(out), str(parent), str(cut)]
+    done = _run([*args, *map(str, children[1:])], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"aiotrace: {cut}: " in done.stderr
+    assert f"wrote {out}: {len(files)} processes" in done.stdout
+    assert out.read_text().count("child_work") >= 1

@@ -10,13 +10,14 @@ alignment is ``analysis._multi``'s: the offset of each trace's first sync.
 
 from __future__ import annotations
 
+import heapq
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-from ..reader import EventKind, Reader, TraceError
+from ..reader import Event, EventKind, Reader, ResourceID, ResourceKind, TraceError
 from ._chrome import JsonWriter
 from ._perfetto import Format, PerfettoExporter
 from ._pftrace import ProtoWriter
@@ -219,3 +220,115 @@ def _write(
         }
     )
     return ProcessesResult(done, writer.count, format)
+
+
+COROUTINE_STRIDE = 1 << 32
+"""The i-th trace's coroutine and task ids are moved up by i times this."""
+LOOP_STRIDE = 1000
+"""The i-th trace's loop ids are moved up by i times this."""
+
+
+def merged_events(
+    paths: Sequence[str | os.PathLike[str]],
+    errors: list[tuple[str, TraceError]] | None = None,
+) -> Iterator[Event]:
+    """The events of several traces (one per process) as one stream, in
+    time order on the first trace's clock, lined up by their clock syncs.
+
+    Ids are kept apart: the i-th trace's coroutines and user tasks are moved
+    up by ``i * COROUTINE_STRIDE``, its loops by ``i * LOOP_STRIDE`` (OS
+    thread ids are already unique on one machine), and its loops' labels
+    name its process (``pid 4830: ...``). This is how one HTML report shows
+    every process on one timeline.
+
+    A trace cut short or malformed ends its own stream at the fault, the
+    others go on; (file, error) is appended to ``errors`` (if given, else
+    the error is raised).
+
+    Raises:
+        OSError: a trace cannot be opened.
+        reader.TraceError: a trace is malformed and ``errors`` is None.
+    """
+    from ..analysis._multi import pid_of
+
+    files = [os.fspath(p) for p in paths]
+    placed = [_placement(f) for f in files]
+    base = next((o for _, o in placed if o is not None), 0)
+    streams = []
+    for i, (file, (_, offset)) in enumerate(zip(files, placed, strict=True)):
+        pid = pid_of(file)
+        name = f"pid {pid}" if pid is not None else os.path.basename(file)
+        shift = 0 if offset is None else offset - base
+        streams.append(_moved_events(file, i, name, shift, errors))
+    return heapq.merge(*streams, key=lambda ev: ev[1])
+
+
+def _moved_events(
+    file: str,
+    i: int,
+    name: str,
+    shift: int,
+    errors: list[tuple[str, TraceError]] | None,
+) -> Iterator[Event]:
+    cs, ls = i * COROUTINE_STRIDE, i * LOOP_STRIDE
+
+    def coro(c: int) -> int:
+        return c + cs if c >= 0 else c
+
+    def task(t: int) -> int:
+        return t + cs if t > 0 else t  # BACKGROUND_TASK and NO_TASK stay
+
+    def res(r: ResourceID) -> ResourceID:
+        if r.kind is ResourceKind.COROUTINE:
+            return ResourceID(r.kind, coro(r.id))
+        if r.kind is ResourceKind.LOOP:
+            return ResourceID(r.kind, r.id + ls if r.id >= 0 else r.id)
+        if r.kind is ResourceKind.NONE:  # process-wide (GC): one per process
+            return ResourceID(r.kind, r.id + i)
+        return r
+
+    with open(file, "rb") as f:
+        try:
+            yield from _moved(Reader(f), i, name, shift, coro, task, res)
+        except TraceError as exc:
+            if errors is None:
+                raise
+            errors.append((file, exc))
+
+
+def _moved(
+    events: Iterable[Event],
+    i: int,
+    name: str,
+    shift: int,
+    coro: Callable[[int], int],
+    task: Callable[[int], int],
+    res: Callable[[ResourceID], ResourceID],
+) -> Iterator[Event]:
+    ls = i * LOOP_STRIDE
+    for ev in events:
+        kind, t, c, loop, thread, stack, d = ev
+        if i:
+            if kind is EventKind.STATE_TRANSITION:
+                d = d._replace(resource=res(d.resource))
+            elif kind in (EventKind.TASK_BEGIN, EventKind.TASK_END):
+                d = d._replace(id=task(d.id), parent=task(d.parent))
+            elif kind in (
+                EventKind.REGION_BEGIN,
+                EventKind.REGION_END,
+                EventKind.LOG,
+            ):
+                d = d._replace(task=task(d.task))
+            elif kind in (
+                EventKind.RANGE_BEGIN,
+                EventKind.RANGE_ACTIVE,
+                EventKind.RANGE_END,
+            ):
+                d = d._replace(scope=res(d.scope))
+            c = coro(c)
+            loop = loop + ls if loop >= 0 else loop
+        if kind is EventKind.LABEL:
+            d = d._replace(resource=res(d.resource))
+            if d.resource.kind is ResourceKind.LOOP:
+                d = d._replace(label=f"{name}: {d.label}")
+        yield Event(kind, t + shift, c, loop, thread, stack, d)
