@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from tracegen import sample_trace
 
 from aiotrace._format.framing import FRAME_HEAD, HEADER, MAGIC, FrameKind, frame
-from aiotrace.reader import EventKind, Reader, TraceError
+from aiotrace.reader import EventKind, Reader, TraceError, validate
 
 SAMPLE = sample_trace()
 
@@ -194,8 +194,14 @@ def test_random_corruption_raises_only_trace_error(data: st.DataObject) -> None:
             buf[pos:pos] = data.draw(st.binary(min_size=1, max_size=8))
         else:
             del buf[pos : pos + data.draw(st.integers(1, 8))]
-    with contextlib.suppress(TraceError):
-        _read(bytes(buf))
+    try:
+        events = _read(bytes(buf))
+    except TraceError:
+        return
+    # It read: then it is a valid trace (a change the reader accepts must not
+    # produce events that break the trace's invariants).
+    problems = validate(events)
+    assert not problems, "\n".join(map(str, problems))
 
 
 json_like = st.recursive(
