@@ -257,6 +257,7 @@ def test_long_reads_show_progress_on_a_terminal_only(tmp_path: Path) -> None:
     finally:
         aiotrace.stop()
     assert tracer.lost_events == 0
+    assert validate(read_events(trace)) == []
     data = trace.read_bytes()
     assert len(data) > 1 << 20  # a generation ends in each half
     for command in (["export", "-o", str(tmp_path / "big.json")], ["stats"]):
