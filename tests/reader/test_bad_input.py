@@ -14,13 +14,16 @@ from hypothesis import strategies as st
 from tracegen import sample_trace
 
 from aiotrace._format.framing import FRAME_HEAD, HEADER, MAGIC, FrameKind, frame
-from aiotrace.reader import EventKind, Reader, TraceError, validate
+from aiotrace.reader import EventKind, Reader, TraceError
 
 SAMPLE = sample_trace()
 
 
 def _read(data: bytes) -> list[Any]:
     return list(Reader(io.BytesIO(data)))
+
+
+SAMPLE_EVENTS = [str(ev) for ev in _read(SAMPLE)]
 
 
 def _frame_offsets(data: bytes) -> list[tuple[int, FrameKind, int]]:
@@ -183,7 +186,8 @@ def test_payload_that_is_not_msgpack() -> None:
 @given(st.data())
 def test_random_corruption_raises_only_trace_error(data: st.DataObject) -> None:
     """Random byte changes, insertions and deletions anywhere: the reader
-    either reads a valid trace or raises TraceError, nothing else."""
+    either reads the trace as it was before the change (a no-op change) or
+    raises TraceError, nothing else."""
     buf = bytearray(SAMPLE)
     for _ in range(data.draw(st.integers(1, 4))):
         pos = data.draw(st.integers(0, len(buf) - 1))
@@ -198,10 +202,9 @@ def test_random_corruption_raises_only_trace_error(data: st.DataObject) -> None:
         events = _read(bytes(buf))
     except TraceError:
         return
-    # It read: then it is a valid trace (a change the reader accepts must not
-    # produce events that break the trace's invariants).
-    problems = validate(events)
-    assert not problems, "\n".join(map(str, problems))
+    # It read: then it reads as the trace did before the change (frames are
+    # checksummed; a change the reader accepts must not alter what it reads).
+    assert [str(ev) for ev in events] == SAMPLE_EVENTS
 
 
 json_like = st.recursive(
