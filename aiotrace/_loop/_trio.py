@@ -7,7 +7,9 @@ await chain), or exited. ``task_scheduled`` from elsewhere is the wakeup.
 
 The instrument is added to the run that is current when tracing starts, and
 to every run started with ``trio.run`` while tracing (the module attribute is
-wrapped; anyio calls it through the module too).
+wrapped; anyio calls it through the module too). ``install`` runs when
+tracing starts if trio is imported, else when the program imports it
+(``_follow``).
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from ._reasons import (
     IO,
     LOCK,
     QUEUE,
+    REASON_TABLES,
     SLEEP,
-    codes_of,
+    ReasonTable,
 )
 from ._state import Hooks, ThreadState
 
@@ -80,11 +83,8 @@ def install(h: Hooks) -> None:
     trio = sys.modules.get("trio")
     if trio is None:
         return
-    reasons = dict(codes_of("trio", _TRIO))
-    if "anyio" in sys.modules:
-        from ._reasons import reason_table
-
-        reasons.update(reason_table())
+    # Looked up by name as code is seen: anyio may be imported (lazily) later.
+    reasons = ReasonTable(("trio", _TRIO), *REASON_TABLES)
     trio_dir = os.path.dirname(str(trio.__file__)) + os.sep
     make = _instrument_class(trio)
 
@@ -147,7 +147,7 @@ def _instrument_class(trio: Any) -> Any:
         """_Instrument records one trio run's tasks and its I/O waits."""
 
         def __init__(
-            self, h: Hooks, reasons: dict[Any, str], trio_dir: str, guest: bool
+            self, h: Hooks, reasons: ReasonTable, trio_dir: str, guest: bool
         ) -> None:
             # A guest run's steps run inside its host loop's callbacks, on
             # the host's thread: the host's hooks own the thread's loop and
