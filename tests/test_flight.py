@@ -4,6 +4,7 @@ on demand while it runs, alone or alongside a trace, and after stalls."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import socket
 import threading
@@ -491,6 +492,21 @@ def test_bad_arguments_are_refused_clearly(tmp_path: Path) -> None:
         aiotrace.FlightRecorder().write_to(MemorySink())
     with pytest.raises(TypeError, match="must be a path"):
         aiotrace.FlightRecorder().write_to(42)
+
+
+def test_a_never_started_recorder_writes_no_file(tmp_path: Path) -> None:
+    """write_to / awrite_to a path on a recorder that was never started raise
+    TracingError before opening it: no file is created, and no handle is left
+    open (an unclosed file would be a ResourceWarning, an error here)."""
+    rec = aiotrace.FlightRecorder()
+    with pytest.raises(aiotrace.TracingError, match="never started"):
+        rec.write_to(tmp_path / "x.trace")
+    with pytest.raises(aiotrace.TracingError, match="never started"):
+        rec.write_to(str(tmp_path / "y.trace"))
+    with pytest.raises(aiotrace.TracingError, match="never started"):
+        asyncio.run(rec.awrite_to(tmp_path / "z.trace"))
+    gc.collect()  # an unclosed handle would warn (an error) by now
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 async def stalling(stop: threading.Event) -> None:
