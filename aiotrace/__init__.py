@@ -15,6 +15,8 @@ from ._errors import TraceError as TraceError
 from ._errors import TracingError as TracingError
 from ._errors import TracingWarning as TracingWarning
 from ._flight import FlightRecorder as FlightRecorder
+from ._follow import follow_children as follow_children
+from ._follow import unfollow_children as unfollow_children
 from ._region import Region as Region
 from ._region import region as region
 from ._region import start_region as start_region
@@ -45,6 +47,7 @@ __all__ = (
     "TracingWarning",
     "astop",
     "current_task",
+    "follow_children",
     "is_enabled",
     "log",
     "logf",
@@ -56,6 +59,7 @@ __all__ = (
     "start_region",
     "stop",
     "tracing",
+    "unfollow_children",
     "with_region",
     "wrap",
 )

@@ -322,13 +322,16 @@ class FlightRecorder:
         """
         self._claim()
         try:
+            # A path is opened only once there is a snapshot: a recorder that
+            # was never started leaves no empty file (and no open handle).
+            parts = self._cut() if isinstance(sink, str | os.PathLike) else None
             adapted = adapt(sink)
             if isinstance(adapted, AsyncSink):
                 raise TypeError(
                     f"aiotrace: {adapted.description} is an async sink; use "
                     "`await recorder.awrite_to(sink)`"
                 )
-            return _write_sync(adapted, self._cut())
+            return _write_sync(adapted, self._cut() if parts is None else parts)
         finally:
             self._snapshot_lock.release()
 
@@ -347,12 +350,13 @@ class FlightRecorder:
         self._claim()
         try:
             if isinstance(sink, str | os.PathLike):
+                parts = await anyio.to_thread.run_sync(self._cut)  # then open
                 adapted: SyncSink | AsyncSink = await anyio.to_thread.run_sync(
                     adapt, sink
                 )
             else:
                 adapted = adapt(sink)
-            parts = await anyio.to_thread.run_sync(self._cut)
+                parts = await anyio.to_thread.run_sync(self._cut)
             if isinstance(adapted, SyncSink):
                 return await anyio.to_thread.run_sync(_write_sync, adapted, parts)
             data = b"".join(parts)

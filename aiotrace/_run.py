@@ -209,14 +209,18 @@ def finish_on_sigterm(finish: Callable[[], None]) -> None:
         return
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return
+    pid = os.getpid()
 
     def _terminated(signum: int, frame: object) -> None:
         signal.signal(signum, signal.SIG_DFL)
         try:
-            finish()
+            if os.getpid() == pid:  # not a forked child, whose trace is its own
+                finish()
         finally:
             os.kill(os.getpid(), signum)
 
+    # A followed child replaces it (aiotrace._follow).
+    _terminated._aiotrace = True  # type: ignore[attr-defined]
     signal.signal(signal.SIGTERM, _terminated)
 
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import gc
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
-from typing import Final
+from typing import Any, Final
 
 from ._format.spec import C, ResourceKind
 from ._loop._state import Hooks, ThreadState
@@ -35,6 +36,13 @@ MAX_SAMPLES: Final = 1000
 STALL: Final = "loop stall"
 """The name of the stall range."""
 
+stall_listeners: list[Callable[[int, int, int, Any], None]] = []
+"""Called (coroutine id or 0, t0, t1, most sampled stack or None) on the loop
+thread when a stall ends (contrib.opentelemetry turns them into span events)."""
+
+tick_listeners: list[Callable[[Hooks, int], None]] = []
+"""Called (hooks, now) on the watchdog thread every tick."""
+
 _RANGE_BEGIN = C["RangeBegin"]
 _RANGE_END = C["RangeEnd"]
 _SAMPLE = C["StackSample"]
@@ -49,6 +57,9 @@ class Watchdog:
         self._metrics = metrics
         self._stop = threading.Event()
         self._samples: dict[int, int] = {}  # thread ident -> samples this stall
+        # thread ident -> (coroutine id, {innermost frame: [samples, stack]})
+        # of the stall going on, for stall_listeners
+        self.seen: dict[int, tuple[int, dict[Any, list[Any]]]] = {}
         self._thread = threading.Thread(
             target=self._run, name="aiotrace-watchdog", daemon=True
         )
@@ -83,6 +94,8 @@ class Watchdog:
                             self._check(ts, t0, now)
                 if metrics is not None:
                     metrics.maybe_sample(now)
+                for fn in tick_listeners:
+                    fn(hooks, now)
         except Exception as exc:  # pragma: no cover - reported, tracing goes on
             hooks.fail("watchdog", exc)
 
@@ -110,6 +123,10 @@ class Watchdog:
             stack = stack_of(frame, SAMPLE_DEPTH)
             cur = ts.cur or -1
             events.append((_SAMPLE, clock(), ts.native, ts.loop, cur, stack))
+            if stall_listeners:
+                seen = self.seen.setdefault(ts.ident, (ts.cur, {}))[1]
+                at = seen.setdefault(stack[0] if stack else None, [0, stack])
+                at[0] += 1
 
     def stall_end(self, ts: ThreadState, t0: int, t1: int) -> None:
         """Called on the loop thread when a step from t0 to t1 was a stall."""
@@ -120,6 +137,20 @@ class Watchdog:
             ts.stall_t0 = 0
             ts.events.append((_RANGE_END, t1, STALL, _LOOP, ts.loop, None))
             self._samples.pop(ts.ident, None)
+            seen = self.seen.pop(ts.ident, None)
+        if stall_listeners:
+            cid, stack = self.blocking(seen)
+            for fn in stall_listeners:
+                fn(cid, t0, t1, stack)
+
+    def blocking(
+        self, seen: tuple[int, dict[Any, list[Any]]] | None
+    ) -> tuple[int, Any]:
+        """(coroutine id, stack sampled most often at its innermost frame)
+        of a stall's samples (``seen``), or (0, None) without samples."""
+        if not seen or not seen[1]:
+            return 0, None
+        return seen[0], max(seen[1].values(), key=lambda at: at[0])[1]
 
 
 def _frame_of(ident: int) -> FrameType | None:

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
-from aiotrace.reader import EventKind, read_events, validate
+import anyio
+
+from aiotrace.reader import (
+    CoroState,
+    EventKind,
+    ResourceKind,
+    read_events,
+    validate,
+)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -15,7 +24,9 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 def test_stream_to_collector() -> None:
     """The collector receives the whole live trace over TCP: one SYNC, the
     program's ten logs in order per order number, its coroutines' steps, and
-    a clean end."""
+    a clean end (the reader reaches the trace's end record: no TraceError,
+    no lost events; every worker created and returned; the trace
+    validates)."""
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / "stream_to_collector.py")],
         capture_output=True,
@@ -33,8 +44,39 @@ def test_stream_to_collector() -> None:
     counts = ast.literal_eval(lines[-1])
     assert counts["SYNC"] == 1
     assert counts["LOG"] == 10
-    # five orders, each a coroutine created, run and ended: 3 transitions+
-    assert counts["STATE_TRANSITION"] >= 15
+    # The same, in this process, to look at the events themselves.
+    spec = importlib.util.spec_from_file_location(
+        "stream_to_collector", EXAMPLES / "stream_to_collector.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    events = anyio.run(module.main)  # AsyncReader raises on an unclean end
+    assert validate(events) == []
+    syncs = [ev for ev in events if ev.kind is EventKind.SYNC]
+    assert len(syncs) == 1 and syncs[0].sync.lost_events == 0
+    workers = {
+        ev.label.resource.id
+        for ev in events
+        if ev.kind is EventKind.LABEL
+        and ev.label.label.endswith("traced_program.<locals>.worker")
+    }
+    assert len(workers) == 5
+    lives: dict[int, list[tuple[CoroState, CoroState, str]]] = {w: [] for w in workers}
+    for ev in events:
+        if ev.kind is EventKind.STATE_TRANSITION:
+            st = ev.state_transition
+            if st.resource.kind is ResourceKind.COROUTINE and st.resource.id in lives:
+                lives[st.resource.id].append((st.old, st.new, st.reason))
+    for life in lives.values():
+        assert life[0] == (CoroState.NOT_EXIST, CoroState.RUNNABLE, "")
+        assert life[-1] == (CoroState.RUNNING, CoroState.NOT_EXIST, "returned")
+    # Order 0 sleeps 0 s (a yield); the others wait on a timer.
+    sleeps = sorted(
+        sum(1 for old, new, r in life if (new, r) == (CoroState.WAITING, "sleep"))
+        for life in lives.values()
+    )
+    assert sleeps == [0, 1, 1, 1, 1]
 
 
 def test_cappuccino(tmp_path: Path) -> None:

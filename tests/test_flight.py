@@ -4,6 +4,7 @@ on demand while it runs, alone or alongside a trace, and after stalls."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import socket
 import threading
@@ -210,7 +211,9 @@ def test_kept_generations_follow_min_age_unless_max_bytes_wins() -> None:
     newest.start()
     try:
         with Busy():
-            wait_until(lambda: newest.memory_bytes > 100 * KIB, "some trace")
+            wait_until(lambda: newest.memory_bytes > 0, "some trace")
+            for _ in range(3):  # each snapshot cuts a generation
+                newest.write_to(MemorySink())
             aiotrace.log("mark", "x")
         snap = MemorySink()
         newest.write_to(snap)
@@ -222,7 +225,8 @@ def test_kept_generations_follow_min_age_unless_max_bytes_wins() -> None:
     small.start()
     try:
         with Busy():
-            wait_until(lambda: small.memory_bytes > 256 * KIB, "some trace")
+            # Each snapshot cuts a generation, so the ring passes max_bytes
+            # however slowly the busy loop records.
 
             def dropped() -> bool:
                 snap = MemorySink()
@@ -491,6 +495,21 @@ def test_bad_arguments_are_refused_clearly(tmp_path: Path) -> None:
         aiotrace.FlightRecorder().write_to(MemorySink())
     with pytest.raises(TypeError, match="must be a path"):
         aiotrace.FlightRecorder().write_to(42)
+
+
+def test_a_never_started_recorder_writes_no_file(tmp_path: Path) -> None:
+    """write_to / awrite_to a path on a recorder that was never started raise
+    TracingError before opening it: no file is created, and no handle is left
+    open (an unclosed file would be a ResourceWarning, an error here)."""
+    rec = aiotrace.FlightRecorder()
+    with pytest.raises(aiotrace.TracingError, match="never started"):
+        rec.write_to(tmp_path / "x.trace")
+    with pytest.raises(aiotrace.TracingError, match="never started"):
+        rec.write_to(str(tmp_path / "y.trace"))
+    with pytest.raises(aiotrace.TracingError, match="never started"):
+        asyncio.run(rec.awrite_to(tmp_path / "z.trace"))
+    gc.collect()  # an unclosed handle would warn (an error) by now
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 async def stalling(stop: threading.Event) -> None:

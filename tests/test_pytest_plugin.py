@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aiotrace import reader
+from aiotrace import analysis, reader
 from aiotrace.pytest_plugin import MAX_NAME, trace_name
 
 pytest_plugins = ["pytester"]
@@ -305,18 +305,31 @@ def test_failing_report_names_the_trace_and_its_stall(
     lines = source.read_text().splitlines()
     stall = lines.index("    time.sleep(0.3)  # the stall") + 1
     call = lines.index("    load_all()  # the call") + 1
+    events = reader.read_events(str(path))
+    assert reader.validate(events) == []
+    # The report lists the trace's stalls, longest first: the 0.3 s sleep,
+    # and any slow step a loaded machine adds (each a real stall, counted).
+    stalls = sorted(
+        analysis.analyze(events).stalls, key=lambda st: st.duration_ns, reverse=True
+    )
+    ours = [st for st in stalls if st.coroutine_name == "slow_handler handler-1"]
+    assert len(ours) == 1 and ours[0].duration_ns >= 300_000_000
+    n = len(stalls)
+    header = "1 loop stall" if n == 1 else f"{n} loop stalls"
+    rank = stalls.index(ours[0])
     result.stdout.fnmatch_lines(
         [
             "*- aiotrace -*",
             f"trace: {path}",
-            "1 loop stall (steps over 0.05 s):",
+            f"{header} (steps over 0.05 s):",
+            *["  *.??? s on loop 1 *"] * rank,
             f"  *.??? s on loop 1 in coroutine 'slow_handler handler-1': "
             f"load_all at {source}:{stall}",
             f"      called from slow_handler at {source}:{call}",
             "*short test summary info*",
-        ]
+        ],
+        consecutive=False,
     )
-    assert len(reader.read_events(str(path))) > 0
 
 
 def test_many_stalls_are_cut_to_the_longest(project: pytest.Pytester) -> None:
@@ -345,13 +358,24 @@ def test_many_stalls_are_cut_to_the_longest(project: pytest.Pytester) -> None:
     )
     result.assert_outcomes(failed=1)
     out = result.stdout.str()
-    # At least the 12 ticks; a loaded machine may add a slow step of its own.
+    # The report counts exactly the trace's stalls: the 12 ticks, and any
+    # slow step a loaded machine adds (a real stall too, in the trace).
+    events = reader.read_events(
+        str(project.path / "out" / "test_it.py__test_ticks.trace")
+    )
+    assert reader.validate(events) == []
+    stalls = analysis.analyze(events).stalls
+    assert sum(1 for st in stalls if st.coroutine_name == "tick") == 12
+    n = len(stalls)
     found = re.search(r"^(\d+) loop stalls \(steps over 0.05 s\):$", out, re.M)
     assert found is not None
-    n = int(found[1])
-    assert n >= 12
+    assert int(found[1]) == n
     assert out.count(" s on loop ") == 10
-    assert out.count("in coroutine 'tick': tick at ") == 10
+    # The ten longest are listed: ticks (0.1 s each), unless slow steps of
+    # the machine's were longer.
+    top = sorted(stalls, key=lambda st: st.duration_ns, reverse=True)[:10]
+    ticks = sum(1 for st in top if st.coroutine_name == "tick")
+    assert out.count("in coroutine 'tick': tick at ") == ticks
     assert f"  ... and {n - 10} shorter ones" in out
 
 

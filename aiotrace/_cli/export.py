@@ -25,6 +25,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "twentieth of the JSON's size."
     )
     add_export_arguments(p, "output", ".pftrace, or .json with --format json")
+    for action in p._actions:
+        if action.dest == "file":  # several traces: one per process
+            action.nargs = "+"
+            action.help = (
+                "a trace file; several (one per process: app.trace app.*.trace) "
+                "go into one output on one timeline, each trace its own processes"
+            )
     p.add_argument(
         "--format",
         choices=("proto", "json"),
@@ -48,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
     fmt = args.format
     if fmt is None:
         fmt = "json" if (args.output or "").endswith(".json") else "proto"
+    if len(args.file) > 1:
+        return _run_many(args, fmt)
+    args.file = args.file[0]
     opened = open_for_export(args, SUFFIXES[fmt])
     if opened is None:
         return 1
@@ -92,3 +102,50 @@ def where_to_open(out: str, fmt: str) -> str:
     if fmt == "json":
         return "open it in https://ui.perfetto.dev or chrome://tracing"
     return "open it in https://ui.perfetto.dev (or with trace_processor)"
+
+
+def _run_many(args: argparse.Namespace, fmt: str) -> int:
+    from ..export._processes import write_perfetto_processes
+    from ._common import default_output
+
+    out: str = args.output or default_output(args.file[0], SUFFIXES[fmt])
+    full = {os.path.abspath(f) for f in args.file}
+    if os.path.abspath(out) in full:
+        print(f"aiotrace: {out}: would overwrite a trace", file=sys.stderr)
+        return 1
+    from .stats import skip_empty
+
+    files = skip_empty(args.file)
+    if not files:
+        return 1
+    try:
+        result = write_perfetto_processes(
+            files,
+            out,
+            coroutine_tracks=args.coroutine_tracks,
+            format="json" if fmt == "json" else "proto",
+        )
+    except OSError as exc:
+        print(f"aiotrace: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    status = 0
+    for p in result.processes:
+        if not p.aligned:
+            print(
+                f"aiotrace: {p.file}: no clock sync; placed at the start, unaligned",
+                file=sys.stderr,
+            )
+        if p.error is not None:
+            print(
+                f"aiotrace: {p.file}: {p.error}; {out} holds the {p.events} "
+                "events read before it",
+                file=sys.stderr,
+            )
+            if not p.error.reason.startswith("the trace is truncated"):
+                status = 1
+    events = sum(p.events for p in result.processes)
+    print(
+        f"wrote {out}: {len(result.processes)} processes, {events} events; "
+        f"{where_to_open(out, fmt)}"
+    )
+    return status

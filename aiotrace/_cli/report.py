@@ -14,6 +14,13 @@ ORDER = 41
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_export_arguments(p, "HTML", ".html")
+    for action in p._actions:
+        if action.dest == "file":  # several traces: one per process
+            action.nargs = "+"
+            action.help = (
+                "a trace file; several (one per process: app.trace app.*.trace) "
+                "make one report, every process on one timeline"
+            )
     p.add_argument(
         "--max-mb",
         type=float,
@@ -38,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.max_mb >= 0.1 or args.max_coroutines < 0:
         args.parser.error("--max-mb must be at least 0.1, --max-coroutines at least 0")
+    if len(args.file) > 1:
+        return _run_many(args)
+    args.file = args.file[0]
     opened = open_for_export(args, ".html")
     if opened is None:
         return 1
@@ -81,3 +91,48 @@ def _fmt_res(ns: int) -> str:
     if ns >= 1_000_000:
         return f"{ns / 1e6:g} ms"
     return f"{ns / 1e3:g} µs"
+
+
+def _run_many(args: argparse.Namespace) -> int:
+    """One report of several traces (one per process), on one timeline."""
+    from ..export import write_report
+    from ..export._processes import merged_events
+    from ..reader import TraceError
+    from ._common import default_output
+    from .stats import skip_empty
+
+    files = skip_empty(args.file)
+    if not files:
+        return 1
+    out: str = args.output or default_output(files[0], ".html")
+    if os.path.abspath(out) in {os.path.abspath(f) for f in files}:
+        print(f"aiotrace: {out}: would overwrite a trace", file=sys.stderr)
+        return 1
+    errors: list[tuple[str, TraceError]] = []
+    try:
+        result = write_report(
+            merged_events(files, errors),
+            out,
+            title=f"{os.path.basename(files[0])} and {len(files) - 1} more",
+            max_bytes=int(args.max_mb * 1_000_000),
+            max_coroutines=args.max_coroutines,
+        )
+    except TraceError as exc:
+        print(f"aiotrace: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"aiotrace: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    status = 0
+    for file, error in errors:
+        print(
+            f"aiotrace: {file}: {error}; the report covers what was read",
+            file=sys.stderr,
+        )
+        if not error.reason.startswith("the trace is truncated"):
+            status = 1
+    print(
+        f"wrote {out}: {len(files)} processes, {result.events} events, "
+        f"{result.page_bytes / 1e6:.1f} MB"
+    )
+    return status

@@ -6,6 +6,7 @@ import argparse
 import math
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -138,6 +139,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(default 64; the oldest seconds go first)",
     )
     p.add_argument(
+        "--follow",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="trace child Python processes too (multiprocessing's fork, spawn "
+        "and forkserver, process pools, os.fork): each writes FILE with its "
+        "pid before the suffix, app.<pid>.trace (default: on; not with "
+        "--flight)",
+    )
+    p.add_argument(
         "-q",
         "--quiet",
         action="store_true",
@@ -217,6 +227,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"aiotrace run: {exc}", file=sys.stderr)
         return 1
 
+    started_ns = time.time_ns()
+    parent = os.getpid()
+    follow = args.follow and args.flight is None
+    if follow:
+        from .._follow import follow_children
+
+        follow_children(path, **start_options(args))
+
     def terminated() -> None:
         recording.finish()
         print(
@@ -234,6 +252,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"aiotrace run: {exc}", file=sys.stderr)
         return 1
     interrupted = program.interrupted
+    if os.getpid() != parent:
+        # A child of os.fork() (a gunicorn worker, say) that returned from the
+        # program: the parent's trace and summary are not its own.
+        from .._follow import finish_child
+
+        join_threads()
+        finish_child()
+        sigint.due = interrupted
+        return status
     try:
         join_threads()
     except KeyboardInterrupt as exc:
@@ -242,6 +269,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         if recording.finish() and not args.quiet:
             print(recording.summary(), file=sys.stderr)
+            children = _children_summary(path, started_ns) if follow else None
+            if children:
+                print(children, file=sys.stderr)
     except KeyboardInterrupt:
         status = INTERRUPTED
         interrupted = True
@@ -326,6 +356,43 @@ class _Recording:
             f"aiotrace: interrupted while finishing the trace; {self.path} is "
             "cut short (aiotrace reads it up to the cut, with a warning)"
         )
+
+
+def _children_summary(path: str, since_ns: int) -> str | None:
+    """The lines of the exit summary that list the child processes' traces."""
+    from .._follow import child_traces
+
+    found = child_traces(path, since_ns)
+    files = [f for f in found if _size(f) != 0]
+    empty = len(found) - len(files)
+    note = (
+        f"\n  and {empty} empty (a child that ran another program or died as it "
+        "started), left out"
+        if empty
+        else ""
+    )
+    if not files:
+        return f"aiotrace: no child process trace{note}" if empty else None
+    shown = files if len(files) <= 8 else [*files[:8], f"... ({len(files) - 8} more)"]
+    return (
+        f"aiotrace: {len(files)} child process trace{'s' if len(files) > 1 else ''}: "
+        + ", ".join(shown)
+        + f"\n  all together: aiotrace stats {path} {_pattern(path)}"
+        + note
+    )
+
+
+def _size(path: str) -> int | None:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None
+
+
+def _pattern(path: str) -> str:
+    """The shell pattern of ``path``'s child traces: ``app.*.trace``."""
+    root, ext = os.path.splitext(path)
+    return f"{root}.*{ext}" if ext else f"{path}.*"
 
 
 def _changed(path: str, written: int) -> str | None:

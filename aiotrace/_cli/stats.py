@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import TYPE_CHECKING
 
 from ._common import positive, read_trace, report_truncated
 
 if TYPE_CHECKING:
-    from ..analysis import Summary
+    from ..analysis import ProcessesSummary, Summary
 
 HELP = "summarise a trace: tasks, regions, coroutines, loops, stalls"
 ORDER = 20
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", metavar="FILE", help="a trace file, or - for stdin")
+    p.add_argument(
+        "file",
+        metavar="FILE",
+        nargs="+",
+        help="a trace file, or - for stdin; several files (one per process: "
+        "app.trace app.*.trace) are analysed on one timeline, each and in total",
+    )
     p.add_argument("--json", action="store_true", help="print JSON, for machines")
     p.add_argument(
         "--top",
@@ -44,9 +51,52 @@ def load(file: str) -> tuple[Summary | None, int]:
     return summary, 1 if summary.truncated else 0
 
 
+def load_many(files: list[str]) -> tuple[ProcessesSummary | None, int]:
+    """Analyses several traces on one timeline; returns (summary or None,
+    exit status), as ``load`` does for one."""
+    from ..analysis._multi import analyze_one, combine
+    from ..reader import TraceError
+
+    if "-" in files:
+        print("aiotrace: - (stdin) can only be read alone", file=sys.stderr)
+        return None, 2
+    each = []
+    for file in skip_empty(files):
+        try:
+            each.append(analyze_one(file))
+        except OSError as exc:
+            print(f"aiotrace: {file}: {exc.strerror or exc}", file=sys.stderr)
+            return None, 1
+        except TraceError as exc:
+            print(f"aiotrace: {file}: {exc}", file=sys.stderr)
+            return None, 1
+    many = combine(each)
+    return many, 1 if many.truncated else 0
+
+
+def skip_empty(files: list[str]) -> list[str]:
+    """``files`` without the empty ones, each said on stderr: a child that
+    ran another program (``os.exec*``) or was killed as it started leaves
+    an empty trace, which should not stop the others being read."""
+    kept = []
+    for file in files:
+        try:
+            empty = os.path.getsize(file) == 0
+        except OSError:
+            empty = False  # reading it says why
+        if empty:
+            print(f"aiotrace: {file}: empty; left out", file=sys.stderr)
+        else:
+            kept.append(file)
+    return kept
+
+
 def run(args: argparse.Namespace) -> int:
     from ..analysis import format_summary
 
+    if len(args.file) > 1:
+        return _run_many(args)
+    args.file = args.file[0]
     summary, status = load(args.file)
     if summary is None:
         return status
@@ -56,4 +106,20 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(format_summary(summary, top=args.top))
     report_truncated(args.file, summary.truncated)
+    return status
+
+
+def _run_many(args: argparse.Namespace) -> int:
+    from ..analysis import format_processes
+
+    many, status = load_many(args.file)
+    if many is None:
+        return status
+    if args.json:
+        json.dump(many.to_dict(), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(format_processes(many, top=args.top))
+    for p in many.processes:
+        report_truncated(p.file, p.summary.truncated)
     return status

@@ -8,7 +8,9 @@ stalls with their folded stack samples, and lost events. This is
 ``go tool trace``'s goroutine analysis, task and region latencies and
 blocking profiles, for asyncio. ``profile(source, kind)`` gives block,
 scheduler-latency, execution and stall time by stack (folded stacks for
-flame graphs, or a text top table). Importing ``aiotrace`` does not import it.
+flame graphs, or a text top table). ``analyze_processes(paths)`` analyses
+several processes' traces on one timeline, each and in total. Importing
+``aiotrace`` does not import it.
 """
 
 from ._coro import CoroGroup as CoroGroup
@@ -17,6 +19,10 @@ from ._format import format_duration as format_duration
 from ._format import format_stalls as format_stalls
 from ._format import format_summary as format_summary
 from ._loops import LoopUsage as LoopUsage
+from ._multi import ProcessesSummary as ProcessesSummary
+from ._multi import ProcessTrace as ProcessTrace
+from ._multi import analyze_processes as analyze_processes
+from ._multi import format_processes as format_processes
 from ._profile import Profile as Profile
 from ._profile import ProfileStack as ProfileStack
 from ._profile import format_profile as format_profile
@@ -29,12 +35,16 @@ __all__ = (
     "CoroGroup",
     "Distribution",
     "LoopUsage",
+    "ProcessTrace",
+    "ProcessesSummary",
     "Profile",
     "ProfileStack",
     "Stall",
     "Summary",
     "analyze",
+    "analyze_processes",
     "format_duration",
+    "format_processes",
     "format_profile",
     "format_stalls",
     "format_summary",

@@ -71,6 +71,29 @@ class Distribution:
         else:
             self._put(ns)
 
+    def merge(self, other: Distribution) -> None:
+        """Adds every interval of ``other`` (another process's, say)."""
+        if other.count == 0:
+            self.unfinished += other.unfinished
+            return
+        unfinished = self.unfinished + other.unfinished
+        if other._exact is not None:
+            for ns in other._exact:
+                self.add(ns)
+        else:
+            if self._exact is not None:
+                for v in self._exact:
+                    self._put(v)
+                self._exact = None
+            for i, n in other._buckets.items():
+                self._buckets[i] = self._buckets.get(i, 0) + n
+            if self.count == 0 or other.min_ns < self.min_ns:
+                self.min_ns = other.min_ns
+            self.max_ns = max(self.max_ns, other.max_ns)
+            self.count += other.count
+            self.total_ns += other.total_ns
+        self.unfinished = unfinished
+
     def _put(self, ns: int) -> None:
         i = _bucket(ns)
         self._buckets[i] = self._buckets.get(i, 0) + 1

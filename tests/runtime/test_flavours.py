@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -329,5 +328,27 @@ def test_uvloop(tmp_path: Path) -> None:
         and ev.state_transition.old is CoroState.WAITING
     ]
     assert wake[0].coroutine == c
-    kinds = Counter(ev.kind for ev in events)
-    assert kinds[EventKind.LABEL] >= 5
+    # One label per coroutine (each task's coroutine function), one for the
+    # loop naming uvloop's class (Loop) and its thread, one per thread that
+    # recorded (the program's and the watchdog), nothing else.
+    assert sorted(lab.rsplit(".", 1)[-1] for lab in labels(events).values()) == [
+        "boom",
+        "child",
+        "forever",
+        "main",
+    ]
+    loop_labels = [
+        ev.label.label
+        for ev in events
+        if ev.kind is EventKind.LABEL and ev.label.resource.kind is ResourceKind.LOOP
+    ]
+    assert loop_labels == ["Loop in MainThread"]  # uvloop.Loop, its thread
+    threads = {
+        ev.label.label
+        for ev in events
+        if ev.kind is EventKind.LABEL and ev.label.resource.kind is ResourceKind.THREAD
+    }
+    # (the watchdog records its first metric sample after a tick: a loaded
+    # machine may stop tracing before it has)
+    assert "MainThread" in threads <= {"MainThread", "aiotrace-watchdog"}
+    assert sum(1 for ev in events if ev.kind is EventKind.LABEL) == 5 + len(threads)

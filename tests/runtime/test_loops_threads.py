@@ -359,6 +359,23 @@ def test_wakeups_by_the_task_that_started_tracing_name_a_documented_waker(
     asyncio.run(_pre_existing_program(trace_path))
     trace = read_trace(trace_path)
     trace.check_reasons()
+    prefix = _pre_existing_program.__qualname__ + ".<locals>."
+    (main_cid,) = (
+        cid
+        for cid, label in trace.labels.items()
+        if label.split(" ")[0] == _pre_existing_program.__qualname__
+    )
+    sleeper = trace.one(prefix + "sleeper pre-sleeper")
+    # The sleeper was waiting on the event before the trace began, so its
+    # first wakeup has no traced block; `ev.set()` in the main task woke it.
+    wakeups = [
+        ev
+        for ev in trace.coro_transitions(sleeper)
+        if ev.state_transition.old is CoroState.WAITING
+    ]
+    assert wakeups, "the sleeper's wakeup by ev.set() is missing"
+    assert wakeups[0].state_transition.reason == "coroutine"
+    assert wakeups[0].coroutine == main_cid
 
 
 def test_a_thread_completing_a_wrapped_future_is_the_waker_thread(

@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from helpers import hold_until_sampled
 from programs import EAGER_SKIP, Trace, marker_line, read_trace, run, trace_program
 
 import aiotrace
@@ -20,9 +21,9 @@ MS = 1_000_000
 
 
 async def stalling_step() -> None:
-    """Its second step holds the loop for 0.3 s in time.sleep."""
+    """Its second step holds the loop until the watchdog took 5 samples."""
     await asyncio.sleep(0)
-    time.sleep(0.3)  # mark: stall
+    hold_until_sampled(5)  # mark: stall
 
 
 def _stall_of_step(trace: Trace, start: Event) -> tuple[Event, Event]:
@@ -38,15 +39,22 @@ def _samples_in(trace: Trace, begin: Event, end: Event) -> list[Event]:
     return [s for s in trace.samples() if begin.time <= s.time <= end.time]
 
 
+def _held_at(s: Event, where: StackFrame) -> None:
+    """Asserts sample ``s`` caught hold_until_sampled called at ``where``."""
+    assert s.stack.frames[0].func == hold_until_sampled.__name__, s.stack
+    assert s.stack.frames[1] == where, s.stack
+
+
 def test_a_blocking_sleep_in_a_coroutine_is_a_sampled_stall(
     trace_path: Path, flavour: str
 ) -> None:
-    """``time.sleep(0.3)`` in a coroutine with stall_threshold=0.1: one "loop
-    stall" range scoped to the loop, lasting at least 0.25 s, beginning when
-    the stalling step began (its RUNNABLE->RUNNING) and ending when it
-    ended; at least 5 stack samples during it, each naming the stalling
-    coroutine, the loop and the loop's thread, whose innermost frame is the
-    coroutine function at the line of time.sleep in this file."""
+    """A coroutine step that blocks the loop (until the watchdog has sampled
+    it 5 times) with stall_threshold=0.1: one "loop stall" range scoped to
+    the loop, lasting at least the threshold, beginning when the stalling
+    step began (its RUNNABLE->RUNNING) and ending when it ended; at least 5
+    stack samples during it, each naming the stalling coroutine, the loop
+    and the loop's thread, whose stack is the blocking call (innermost)
+    called from the coroutine function at its line in this file."""
 
     async def main() -> None:
         await asyncio.create_task(stalling_step())
@@ -59,7 +67,7 @@ def test_a_blocking_sleep_in_a_coroutine_is_a_sampled_stall(
     begin, end = _stall_of_step(trace, step)
     assert begin.range.scope == ResourceID(ResourceKind.LOOP, lid)
     assert end.range.scope == begin.range.scope
-    assert end.time - begin.time >= 250 * MS
+    assert end.time - begin.time >= 100 * MS
     assert abs(end.time - step_end.time) <= MS
 
     samples = _samples_in(trace, begin, end)
@@ -71,7 +79,7 @@ def test_a_blocking_sleep_in_a_coroutine_is_a_sampled_stall(
         assert s.coroutine == cid
         assert s.loop == lid
         assert s.thread == threading.get_native_id()
-        assert s.stack.frames[0] == where
+        _held_at(s, where)
     # Samples are taken only during stalls.
     assert len(trace.samples()) == len(samples)
 
@@ -86,7 +94,7 @@ def test_a_stall_in_an_eager_first_step_samples_the_eager_child(
     at its line."""
 
     async def eager_staller() -> None:
-        time.sleep(0.25)  # mark: stall
+        hold_until_sampled(3)  # mark: stall
         await asyncio.sleep(0)
 
     async def main() -> None:
@@ -103,12 +111,12 @@ def test_a_stall_in_an_eager_first_step_samples_the_eager_child(
     )
     for s in samples:
         assert s.coroutine == child
-        assert s.stack.frames[0] == where
+        _held_at(s, where)
 
 
 def hog() -> None:
-    """A plain loop callback that blocks the loop."""
-    time.sleep(0.25)  # mark: hog
+    """A plain loop callback that blocks the loop (until sampled 3 times)."""
+    hold_until_sampled(3)  # mark: hog
 
 
 def test_a_blocking_plain_callback_is_a_stall_without_a_coroutine(
@@ -124,12 +132,12 @@ def test_a_blocking_plain_callback_is_a_stall_without_a_coroutine(
 
     _, trace = trace_program(trace_path, main, stall_threshold=0.1)
     ((begin, end),) = trace.ranges("loop stall")
-    assert end.time - begin.time >= 200 * MS
+    assert end.time - begin.time >= 100 * MS
     samples = _samples_in(trace, begin, end)
     assert len(samples) >= 3
     for s in samples:
         assert s.coroutine == NO_COROUTINE
-        assert s.stack.frames[0] == StackFrame("hog", __file__, marker_line(hog, "hog"))
+        _held_at(s, StackFrame("hog", __file__, marker_line(hog, "hog")))
 
 
 async def crunch() -> int:
@@ -166,9 +174,9 @@ def test_two_stalling_steps_are_two_stalls(trace_path: Path) -> None:
 
     async def twice() -> None:
         await asyncio.sleep(0)
-        time.sleep(0.15)
+        hold_until_sampled(3)
         await asyncio.sleep(0)
-        time.sleep(0.15)
+        hold_until_sampled(3)
 
     async def main() -> None:
         await asyncio.create_task(twice())
@@ -180,7 +188,7 @@ def test_two_stalling_steps_are_two_stalls(trace_path: Path) -> None:
     second = _stall_of_step(trace, starts[2])
     assert first[1].time <= second[0].time
     for begin, end in (first, second):
-        assert end.time - begin.time >= 120 * MS
+        assert end.time - begin.time >= 50 * MS
         assert len(_samples_in(trace, begin, end)) >= 3
 
 
@@ -245,7 +253,7 @@ def test_a_stall_in_one_of_two_loops_is_on_that_loop_only(trace_path: Path) -> N
     async def staller() -> None:
         native["staller"] = threading.get_native_id()
         await asyncio.sleep(0.01)
-        time.sleep(0.25)
+        hold_until_sampled(3)
 
     async def ticker() -> None:
         native["ticker"] = threading.get_native_id()
