@@ -45,6 +45,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from . import _flight, _session, _tracer  # noqa: F401  (their fork hooks go first)
+from ._sinks import MemorySink
 
 _FINAL_PRIORITY: Final = -(2**31)
 """Our Finalize runs after every other multiprocessing finalizer."""
@@ -119,7 +120,7 @@ def follow_children(path: str | os.PathLike[str], **options: Any) -> None:
         TypeError, ValueError: a bad option (checked now, not in the child).
     """
     global _config
-    _tracer.Tracer(os.devnull, **options)  # checks the options; never started
+    _tracer.Tracer(MemorySink(), **options)  # checks the options; never started
     base = os.path.abspath(os.fspath(path))
     _config = {"base": base, "options": dict(options)}
     _install()
