@@ -4,6 +4,7 @@ the trace's time span and the loop stall events."""
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, Generic, Protocol, TypeVar
@@ -182,5 +183,9 @@ class StreamPass(Generic[R]):
             if d[0] == STALL and d[1][0] is _LOOP:
                 stalls.end(d[1][1], t)
         elif kind is _METRIC and d[0] == LOST_METRIC:
-            r = self.result
-            r.lost_events = max(r.lost_events, int(d[1]))
+            lost = d[1]
+            # Any number is a valid metric; only a finite count says how
+            # many were lost (NaN or inf say nothing, and int() of them raises).
+            if lost > 0 and math.isfinite(lost):
+                r = self.result
+                r.lost_events = max(r.lost_events, int(lost))

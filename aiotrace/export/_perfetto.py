@@ -15,6 +15,7 @@ Layout (see docs/views.md):
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -286,8 +287,8 @@ class PerfettoExporter:
             name = m.name
             if ev.loop != NO_LOOP and name.startswith("/loop/"):
                 name = f"{name} loop {ev.loop}"  # one counter track per loop
-            if m.name == "/aiotrace/lost:events":
-                self.lost_events = int(m.value)
+            if m.name == "/aiotrace/lost:events" and math.isfinite(m.value):
+                self.lost_events = max(self.lost_events, int(m.value))
             self._write(
                 {
                     "ph": "C",
