@@ -127,8 +127,7 @@ class Watchdog:
                         early = self._early.get(ts.ident)
                         if early is not None and early[0] != t0:
                             # That long step ended without being a stall.
-                            del self._early[ts.ident]
-                            self._cpu.pop(ts.ident, None)
+                            self._early.pop(ts.ident, None)
                         if not t0:
                             continue
                         age = now - t0
@@ -214,7 +213,7 @@ class Watchdog:
                     ts.events.extend(early[1])
             self._early.pop(ts.ident, None)
             ts.stall_t0 = 0
-            reading = self._cpu.pop(ts.ident, None)
+            reading = self._cpu.get(ts.ident)
             if reading is not None and reading[0] == t0:
                 cpu = _schedstat(ts.native)
                 if cpu is not None:
