@@ -18,13 +18,16 @@ stall. The loop hooks publish, per thread, when the running step began
 Samples show the program's frames only: aiotrace's own (its loop hooks, its
 GC callback, its metric callbacks) are left out.
 
-On Linux the watchdog also reads the loop thread's CPU time and run-queue
-wait (``/proc/self/task/<tid>/schedstat``) while a long step runs; the loop
-thread reads its own at the stall's end and records, just before the range
-ends, how much of the stall it was on a CPU (``STALL_CPU``) and waiting for
-one (``STALL_RUNQUEUE``) over the time measured (``STALL_MEASURED``). A stall
-the OS caused (the loop thread was runnable but not running) is then told
-apart from one the program caused.
+On Linux the watchdog also reads each loop thread's CPU time and run-queue
+wait (``/proc/self/task/<tid>/schedstat``, a 2 us read of an open file) at
+each look: the first reading in a step is kept. The loop thread reads its
+own at the stall's end and records, just before the range ends, how much of
+the stall it was on a CPU (``STALL_CPU``) and waiting for one
+(``STALL_RUNQUEUE``) over the time measured (``STALL_MEASURED``, from the
+reading: the last one before the step if that adds less than the step's
+length, else the first one in it). A stall the OS caused (the loop thread
+was runnable but not running) is then told apart from one the program
+caused, even when no sample could be taken.
 """
 
 from __future__ import annotations
@@ -88,9 +91,12 @@ class Watchdog:
         self._samples: dict[int, int] = {}  # thread ident -> samples this stall
         # thread ident -> (t0, [sample, ...]) of the long step running there.
         self._early: dict[int, tuple[int, list[tuple[Any, ...]]]] = {}
-        # thread ident -> (t0, time, cpu ns, run-queue ns): the first reading
-        # of the loop thread's schedstat in the step that began at t0.
+        # thread ident -> (t0, time, cpu ns, run-queue ns): a reading of the
+        # loop thread's schedstat, the first one in the step that began at t0
+        # (or, t0 == 0, the latest between steps).
         self._cpu: dict[int, tuple[int, int, int, int]] = {}
+        self._cpu_before: dict[int, tuple[int, int, int, int]] = {}  # the one before
+        self._schedstat: dict[int, int] = {}  # native thread id -> open fd
         self._max_early = int(hooks.stall_ns / _TICK_NS) + 2
         self._thread = threading.Thread(
             target=self._run, name="aiotrace-watchdog", daemon=True
@@ -128,18 +134,45 @@ class Watchdog:
                         if early is not None and early[0] != t0:
                             # That long step ended without being a stall.
                             self._early.pop(ts.ident, None)
-                        if not t0:
-                            continue
-                        age = now - t0
-                        if age > hooks.stall_ns:
-                            self._check(ts, t0)
-                            wait = STALL_TICK
-                        elif age > _TICK_NS:
-                            self._early_sample(ts, t0, now)
+                        if t0:
+                            # Sampled first: reading the CPU lets the GIL
+                            # go, and the loop thread would move on.
+                            age = now - t0
+                            if age > hooks.stall_ns:
+                                self._check(ts, t0)
+                                wait = STALL_TICK
+                            elif age > _TICK_NS:
+                                self._early_sample(ts, t0, now)
+                        reading = self._cpu.get(ts.ident)
+                        if reading is None or not t0 or reading[0] != t0:
+                            self._read_cpu(ts, t0, now)
                 if metrics is not None:
                     metrics.maybe_sample(now)
         except Exception as exc:  # pragma: no cover - reported, tracing goes on
             hooks.fail("watchdog", exc)
+        finally:
+            for fd in self._schedstat.values():
+                os.close(fd)
+            self._schedstat.clear()
+
+    def _read_cpu(self, ts: ThreadState, t0: int, now: int) -> None:
+        """Reads the CPU time and run-queue wait of ``ts``'s thread (Linux):
+        from its own thread, while it runs a step (or between steps), so
+        that a stall's end can tell how much of it the OS ran the thread."""
+        fd = self._schedstat.get(ts.native)
+        try:
+            if fd is None:
+                fd = os.open(f"/proc/self/task/{ts.native}/schedstat", os.O_RDONLY)
+                self._schedstat[ts.native] = fd
+            fields = os.pread(fd, 128, 0).split()
+            before = self._cpu.get(ts.ident)
+            if before is not None:
+                self._cpu_before[ts.ident] = before
+            self._cpu[ts.ident] = (t0, now, int(fields[0]), int(fields[1]))
+        except (OSError, ValueError, IndexError):
+            if fd is not None:  # the thread is gone
+                os.close(self._schedstat.pop(ts.native))
+            self._cpu.pop(ts.ident, None)
 
     def _sample(self, ts: ThreadState) -> tuple[Any, ...] | None:
         frame = _frame_of(ts.ident)
@@ -159,9 +192,6 @@ class Watchdog:
         early = self._early.get(ts.ident)
         if early is None or early[0] != t0:
             early = self._early[ts.ident] = (t0, [])
-            cpu = _schedstat(ts.native)
-            if cpu is not None:
-                self._cpu[ts.ident] = (t0, now, *cpu)
         sample = self._sample(ts)
         if sample is not None and ts.t0 == t0:
             samples = early[1]
@@ -187,10 +217,6 @@ class Watchdog:
                 if early is not None and early[0] == t0:
                     ts.events.extend(early[1])
                     n = len(early[1])
-                if self._cpu.get(ts.ident, (0,))[0] != t0:
-                    cpu = _schedstat(ts.native)
-                    if cpu is not None:
-                        self._cpu[ts.ident] = (t0, clock(), *cpu)
             else:
                 n = self._samples.get(ts.ident, 0)
             self._samples[ts.ident] = n + 1
@@ -213,8 +239,18 @@ class Watchdog:
                     ts.events.extend(early[1])
             self._early.pop(ts.ident, None)
             ts.stall_t0 = 0
-            reading = self._cpu.get(ts.ident)
-            if reading is not None and reading[0] == t0:
+            # The earliest reading that covers the step: the last one before
+            # it (the watchdog may not have run in it at all: the loop thread
+            # held the GIL, or the OS ran neither), if the time it adds before
+            # the step is shorter than the step; else the first one in it.
+            reading = None
+            for r in (self._cpu_before.get(ts.ident), self._cpu.get(ts.ident)):
+                if r is not None and (
+                    2 * t0 - t1 <= r[1] <= t0 or (r[0] == t0 and r[1] < t1)
+                ):
+                    reading = r
+                    break
+            if reading is not None:
                 cpu = _schedstat(ts.native)
                 if cpu is not None:
                     _, t, cpu0, wait0 = reading

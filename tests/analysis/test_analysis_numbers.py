@@ -155,12 +155,23 @@ def test_aiotraces_own_frames_are_never_the_programs() -> None:
 
 @pytest.mark.skipif(not HAS_SCHEDSTAT, reason="needs Linux schedstat")
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs affinity")
-def test_a_stall_the_os_caused_says_so(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("work", "sampled"),
+    [
+        ("for _ in range(1_000_000): n += 1", True),  # Python: sampled
+        ("n = sum(range(10_000_000))", False),  # holds the GIL: no sample
+    ],
+)
+def test_a_stall_the_os_caused_says_so(
+    tmp_path: Path, work: str, sampled: bool
+) -> None:
     """A loop thread that the OS hardly runs (niced to 19 and pinned to the
-    CPU a busy child process at nice 0 is pinned to) stalls on a short
-    pure-Python loop: the stall's run-queue wait is most of the time
+    CPU a busy child process at nice 0 is pinned to) stalls on work that
+    takes some 0.03 s alone: the stall's run-queue wait is most of the time
     measured, it is `descheduled`, and `stalls` says the OS did not run the
-    loop thread rather than blaming the program."""
+    loop thread rather than blaming the program; also when the work holds
+    the GIL, so that the watchdog cannot run during it: the reading it took
+    before the step then covers the stall."""
     path = tmp_path / "desched.trace"
     program = tmp_path / "desched.py"
     program.write_text(
@@ -180,10 +191,11 @@ def test_a_stall_the_os_caused_says_so(tmp_path: Path) -> None:
                 await asyncio.sleep(0)
                 os.setpriority(os.PRIO_PROCESS, 0, 19)  # this thread only
                 n = 0
-                for _ in range(3_000_000):  # some 0.1 s alone: seconds here
-                    n += 1
+                {work}
+                assert n
 
             async def main():
+                await asyncio.sleep(0.2)  # the watchdog reads the thread's CPU
                 await asyncio.create_task(spin())
 
             try:
@@ -210,5 +222,6 @@ def test_a_stall_the_os_caused_says_so(tmp_path: Path) -> None:
     assert x.descheduled, (x.cpu_ns, x.runqueue_ns, x.measured_ns)
     assert x.runqueue_ns is not None and x.measured_ns is not None
     assert x.runqueue_ns <= x.measured_ns * 1.05
+    assert x.measured_ns >= 0.5 * x.duration_ns
     out = aiotrace_cli("stalls", str(path)).stdout
     assert "the OS did not run it" in out

@@ -379,12 +379,20 @@ def test_a_pure_python_loop_is_sampled_densely_at_its_line(trace_path: Path) -> 
 
 
 async def hold_the_gil() -> None:
-    """Its second step is a builtin C call that holds the GIL (sum over a
-    range of 25 M: some 0.2-1 s), then spins until sampled."""
-    await asyncio.sleep(0)
+    """Its last step is a builtin C call that holds the GIL (sum over a
+    range of 25 M: some 0.2-1 s), then spins until sampled. The drain
+    thread is kept from waking meanwhile, so that the watchdog is the one
+    thread waiting for the GIL when the call ends."""
+    session = aiotrace._session.current()
+    assert session is not None
+    drainer = session.drainer
+    interval, drainer.interval = drainer.interval, 3600.0
+    await asyncio.sleep(2 * interval)  # its wait in progress ends
     total = sum(range(25_000_000))  # mark: hold
     while _samples_taken() < 1:
         pass
+    drainer.interval = interval
+    drainer._wake.set()
     assert total
 
 
@@ -396,7 +404,9 @@ def test_a_c_call_that_holds_the_gil_is_named_by_its_line(trace_path: Path) -> N
     async def main() -> None:
         await asyncio.create_task(hold_the_gil())
 
-    _, trace = trace_program(trace_path, main, stall_threshold=0.05)
+    _, trace = trace_program(
+        trace_path, main, stall_threshold=0.05, metrics_interval=None
+    )
     cid = trace.one(hold_the_gil.__qualname__)
     samples = _the_stall_samples(trace, cid)
     assert samples
