@@ -20,7 +20,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ._encode import Encoder
 from ._errors import TracingError, TracingWarning
@@ -131,6 +131,9 @@ class Drainer:
         """Called on the drain thread with each whole generation."""
         self.on_stall_end: Callable[[], None] | None = None
         """Called on the drain thread after a drain that saw a stall end."""
+        self.on_batch: Callable[[int, list[Any]], None] | None = None
+        """Called on the drain thread with (thread id, events) of each batch
+        encoded (``aiotrace run``'s summary); must not raise."""
         self.events = 0
         self.lost_events = 0
         self._unreported_lost = 0
@@ -277,6 +280,8 @@ class Drainer:
                     _warn(f"aiotrace: dropped {len(chunk)} malformed events: {exc}")
                     continue
                 self.events += len(chunk)
+                if self.on_batch is not None:
+                    self.on_batch(buf.thread_id, chunk)
                 self._emit(data)
                 if encoder.bytes >= self.generation_bytes:
                     # Rotated after this drain: a generation is a cut in time.

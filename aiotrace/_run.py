@@ -8,20 +8,17 @@ exception the traceback Python prints, without aiotrace's own frames.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import runpy
-import shlex
 import sys
 import threading
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.machinery import SourceFileLoader
-from typing import TYPE_CHECKING, Final
-
-if TYPE_CHECKING:
-    from .reader import Stack
+from typing import Final
 
 INTERRUPTED: Final = 130  # the shell's status for a program stopped by SIGINT
 
@@ -32,7 +29,7 @@ class ProgramNotFound(Exception):
     """The script or module to run does not exist; the message says which."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class Program:
     """Program is a script (``python script.py``) or a module (``python -m``).
 
@@ -45,6 +42,8 @@ class Program:
     target: str
     args: list[str] = field(default_factory=list)
     module: bool = False
+    interrupted: bool = field(default=False, init=False)
+    """Set by ``run`` when the program ended by an uncaught KeyboardInterrupt."""
 
     @property
     def name(self) -> str:
@@ -80,8 +79,12 @@ class Program:
 
         An uncaught exception is printed as Python prints it (through
         ``sys.excepthook``) and gives status 1, ``KeyboardInterrupt``
-        gives 130, ``SystemExit`` gives its code (a message is printed
-        and gives 1).
+        gives 130 (``INTERRUPTED``), ``SystemExit`` gives its code (a
+        message is printed and gives 1).
+
+        Raises:
+            ProgramNotFound: ``-m`` of a module that cannot be found or run
+                (nothing of the program ran).
         """
         _set_sys_path(self)
         try:
@@ -98,6 +101,10 @@ class Program:
         except SystemExit as exc:
             return exit_status(exc)
         except BaseException as exc:
+            if isinstance(exc, ImportError) and _innermost_is_ours(exc.__traceback__):
+                # runpy found no module to run: nothing of the program ran.
+                raise ProgramNotFound(str(exc)) from None
+            self.interrupted = isinstance(exc, KeyboardInterrupt)
             return report_uncaught(exc)
         return 0
 
@@ -151,14 +158,8 @@ def report_uncaught(exc: BaseException) -> int:
 
     The traceback starts at the program's own outermost frame, as it would
     under ``python``; ``runpy``'s and aiotrace's frames are left out.
-    An ImportError raised by runpy itself (``-m`` of a missing module)
-    is one line, as Python prints it.
     """
     tb = exc.__traceback__
-    if isinstance(exc, ImportError) and _innermost_is_ours(tb):
-        sys.stdout.flush()
-        print(f"aiotrace run: {exc}", file=sys.stderr)
-        return 1
     while tb is not None and tb.tb_frame.f_globals.get("__name__") in _OUR_MODULES:
         tb = tb.tb_next
     exc.__traceback__ = tb
@@ -193,92 +194,6 @@ def join_threads() -> None:
             t.join()
 
 
-def summary(path: str, *, stall_threshold: float | None) -> str:
-    """The few lines ``aiotrace run`` prints at exit about the trace in ``path``.
-
-    They name the file, count its events, list the loop stalls (the
-    longest first, each with where it blocked) and the slowest task types.
-    """
-    from . import analysis
-    from .analysis import format_duration as _duration
-    from .reader import TraceError
-
-    try:
-        s = analysis.analyze(path)
-    except (OSError, TraceError) as exc:
-        return f"aiotrace: trace written to {path}; cannot summarise it: {exc}"
-    lines = [
-        f"aiotrace: trace written to {path} "
-        f"({s.events:,} events, {_duration(s.duration_ns)})"
-    ]
-    if s.lost_events:
-        lines.append(
-            f"aiotrace: {s.lost_events:,} events were lost (the sink fell behind)"
-        )
-    if s.truncated:
-        lines.append(f"aiotrace: the trace is truncated: {s.truncated}")
-    if stall_threshold is None:
-        lines.append("aiotrace: stall detection was off")
-    elif not s.stalls:
-        lines.append(f"aiotrace: no loop stalls (threshold {stall_threshold:g} s)")
-    else:
-        n = len(s.stalls)
-        lines.append(
-            f"aiotrace: {n} loop stall{'s' if n != 1 else ''} "
-            f"(threshold {stall_threshold:g} s){', longest first' if n > 1 else ''}:"
-        )
-        longest = sorted(s.stalls, key=lambda st: -st.duration_ns)
-        for st in longest[:_TOP]:
-            where = _where(st.folded()[0][0]) if st.samples else "no stack sampled"
-            who = f" in coroutine {st.coroutine_name}" if st.coroutine_name else ""
-            lines.append(f"  {_duration(st.duration_ns):>9}  {where}{who}")
-        if n > _TOP:
-            lines.append(f"  ... and {n - _TOP} more")
-    finished = [(name, d) for name, d in s.tasks.items() if d.count]
-    if finished:
-        lines.append("aiotrace: slowest task types (by p90):")
-        finished.sort(key=lambda item: -item[1].p90)
-        for name, d in finished[:_TOP]:
-            lines.append(
-                f"  {name}: {d.count} done, p50 {_duration(d.p50)}, "
-                f"p90 {_duration(d.p90)}, max {_duration(d.max_ns)}"
-            )
-    q = shlex.quote(path)
-    html = shlex.quote(os.path.splitext(path)[0] + ".html")
-    lines.append(
-        f"aiotrace: more with `aiotrace stats {q}`, `aiotrace stalls {q}` "
-        f"or `aiotrace report {q} -o {html}`"
-    )
-    return "\n".join(lines)
-
-
-_TOP: Final = 3
-
-
-def _where(stack: Stack) -> str:
-    """The innermost frame of ``stack``, and the program's own frame nearest
-    to it when the innermost is in the standard library or a package."""
-    frames = stack.frames
-    if not frames:
-        return "no stack sampled"
-    inner = frames[0]
-    text = f"{inner.func} ({os.path.basename(inner.file)}:{inner.line})"
-    if _is_library(inner.file):
-        for f in frames[1:]:
-            if not _is_library(f.file):
-                text += f" called from {f.func} ({os.path.basename(f.file)}:{f.line})"
-                break
-    return text
-
-
-def _is_library(file: str) -> bool:
-    import sysconfig
-
-    paths = sysconfig.get_paths()
-    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    return file.startswith("<") or any(file.startswith(r + os.sep) for r in roots)
-
-
 def finish_on_sigterm(finish: Callable[[], None]) -> None:
     """Makes SIGTERM call ``finish()`` (which stops the trace) before the
     process dies of it, if the program runs with SIGTERM's default action.
@@ -303,3 +218,31 @@ def finish_on_sigterm(finish: Callable[[], None]) -> None:
             os.kill(os.getpid(), signum)
 
     signal.signal(signal.SIGTERM, _terminated)
+
+
+class SigintExit:
+    """SigintExit makes the process die of SIGINT once it has finished
+    exiting, as Python does after an uncaught KeyboardInterrupt (a shell
+    then sees status 130, a parent process "killed by SIGINT").
+
+    Made before the program runs, its ``atexit`` handler runs after the
+    program's own, as Python's re-raise of SIGINT follows them; it acts only
+    if ``due`` was set.
+    """
+
+    def __init__(self) -> None:
+        import atexit
+
+        self.due = False
+        atexit.register(self._die)
+
+    def _die(self) -> None:
+        import signal
+
+        if not self.due or sys.platform == "win32":
+            return
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):  # closed: nothing to flush
+                stream.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)

@@ -6,7 +6,10 @@ failing tests' traces. A failing test's report names its trace and the loop
 stalls in it. The ``aiotrace_events`` fixture traces a test in memory and
 gives it its own events back. ``@pytest.mark.aiotrace(off=True)`` leaves a
 test untraced; other keyword arguments of the marker are ``aiotrace.start``
-options for that test's trace.
+options for that test's trace. Every ``aiotrace.start`` option is also an
+``--aiotrace-...`` command-line option, for every test's trace. Under
+pytest-xdist the workers trace their tests; the controller adds up their
+counts and gives failing tests' reports their sections.
 
 pytest finds the plugin through the ``pytest11`` entry point. Without
 ``--aiotrace`` and the fixture it traces nothing and reads nothing.
@@ -50,7 +53,8 @@ class _Session:
         self.traced = 0
         self.kept = 0
         self.untraced: list[str] = []
-        self.failures: list[tuple[str, BaseException]] = []
+        self.failures: list[tuple[str, str]] = []  # (test id, the error)
+
         self._names: dict[str, str] = {}
 
     def path_for(self, nodeid: str) -> str:
@@ -63,6 +67,66 @@ class _Session:
 
 
 _SESSION = pytest.StashKey[_Session]()
+_XDIST_SECTION: Final = "aiotrace-section"
+"""The user property by which a pytest-xdist worker sends a failing test's
+aiotrace section to the controller."""
+_XDIST_COUNTS: Final = "aiotrace"
+"""The key of a worker's counts in pytest-xdist's ``workeroutput``."""
+
+
+class _XdistController:
+    """Under pytest-xdist, the controller's side of the plugin: it runs no
+    test, so it adds up the workers' counts and gives failing tests' reports
+    the aiotrace sections their workers sent."""
+
+    def __init__(self, session: _Session) -> None:
+        self.session = session
+        # Each test's failed reports, until its teardown report arrives.
+        self.failed: dict[str, list[pytest.TestReport]] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Gives the test's failed reports the section its worker sent with
+        the teardown report."""
+        if report.failed and report.when != "teardown":
+            self.failed.setdefault(report.nodeid, []).append(report)
+        if report.when != "teardown":
+            return
+        earlier = self.failed.pop(report.nodeid, [])
+        for name, text in report.user_properties:
+            if name == _XDIST_SECTION and isinstance(text, str):
+                for r in earlier:
+                    if ("aiotrace", text) not in r.sections:
+                        r.sections.append(("aiotrace", text))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        """Adds up a worker's counts."""
+        output = getattr(node, "workeroutput", None) or {}
+        counts = output.get(_XDIST_COUNTS)
+        if counts is None:
+            return
+        state = self.session
+        state.traced += counts["traced"]
+        state.kept += counts["kept"]
+        state.untraced += counts["untraced"]
+        state.failures += [(str(n), str(e)) for n, e in counts["failures"]]
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _xdist_controller(config: pytest.Config) -> bool:
+    """Whether this process hands the tests to pytest-xdist workers."""
+    if _xdist_worker(config) or not config.pluginmanager.hasplugin("xdist"):
+        return False
+    return bool(getattr(config.option, "numprocesses", None)) or bool(
+        getattr(config.option, "tx", None)
+    )
 
 
 def trace_name(nodeid: str) -> str:
@@ -82,7 +146,8 @@ def _digest(nodeid: str) -> str:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """Adds ``--aiotrace=DIR`` and ``--aiotrace-keep=all|failed``."""
+    """Adds ``--aiotrace=DIR``, ``--aiotrace-keep=all|failed`` and one
+    ``--aiotrace-...`` option per ``aiotrace.start`` option."""
     group = parser.getgroup("aiotrace", "execution traces of tests (aiotrace)")
     group.addoption(
         "--aiotrace",
@@ -98,6 +163,80 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="keep the traces of all tests (default) or only of failed ones",
     )
+    from ._cli.run import _positive, _threshold
+
+    d = _start_defaults()
+    group.addoption(
+        "--aiotrace-stall-threshold",
+        metavar="S",
+        type=_threshold,
+        dest="aiotrace_stall_threshold",
+        default=d["stall_threshold"],
+        help="seconds a step may hold its loop before it is a stall "
+        f"(default {d['stall_threshold']}; 'off' turns stall detection off)",
+    )
+    group.addoption(
+        "--aiotrace-metrics-interval",
+        metavar="S",
+        type=_threshold,
+        dest="aiotrace_metrics_interval",
+        default=d["metrics_interval"],
+        help=f"seconds between metric samples (default {d['metrics_interval']}; "
+        "'off' records none)",
+    )
+    for name, what in (
+        ("block_stacks", "record a coroutine's await stack each time it blocks"),
+        ("annotation_stacks", "record the caller's stack on each annotation"),
+        ("runtime_events", "record coroutines, loops, stalls, GC and metrics"),
+    ):
+        flag = name.replace("_", "-")
+        group.addoption(
+            f"--aiotrace-{flag}",
+            action="store_true",
+            dest=f"aiotrace_{name}",
+            default=d[name],
+            help=f"{what} (default: {'on' if d[name] else 'off'})",
+        )
+        group.addoption(
+            f"--aiotrace-no-{flag}",
+            action="store_false",
+            dest=f"aiotrace_{name}",
+            help=f"do not {what}",
+        )
+    group.addoption(
+        "--aiotrace-max-buffer-mib",
+        metavar="M",
+        type=_positive,
+        dest="aiotrace_max_buffer_mib",
+        default=None,
+        help="the most trace held in memory while a file falls behind, in MiB "
+        f"(default {int(d['max_buffer_bytes']) / (1 << 20):g})",
+    )
+
+
+def _start_defaults() -> dict[str, Any]:
+    from ._cli.run import _defaults
+
+    return _defaults()
+
+
+def start_options(config: pytest.Config) -> dict[str, Any]:
+    """The ``aiotrace.start`` options that the command line gives every
+    test's trace (a test's marker may override them)."""
+    options: dict[str, Any] = {
+        name: config.getoption(f"aiotrace_{name}")
+        for name in (
+            "stall_threshold",
+            "metrics_interval",
+            "block_stacks",
+            "annotation_stacks",
+            "runtime_events",
+        )
+    }
+    mib = config.getoption("aiotrace_max_buffer_mib")
+    if mib is not None:
+        options["max_buffer_bytes"] = int(mib * (1 << 20))
+    return options
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -117,7 +256,9 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("--aiotrace needs a directory: --aiotrace=DIR")
     path = config.invocation_params.dir / directory
     _check_writable(path)
-    config.stash[_SESSION] = _Session(path, keep or "all")
+    session = config.stash[_SESSION] = _Session(path, keep or "all")
+    if _xdist_controller(config):
+        config.pluginmanager.register(_XdistController(session), "aiotrace-xdist")
 
 
 def _check_writable(directory: Path) -> None:
@@ -163,7 +304,8 @@ def _begin(
     session = item.config.stash.get(_SESSION, None)
     if session is None and not for_fixture:
         return None  # the plugin is idle: nothing more to look at
-    off, options = _options(item)
+    off, marked = _options(item)
+    options = {**start_options(item.config), **marked}
     to_file = session is not None and not off
     if not (to_file or for_fixture):
         return None
@@ -193,7 +335,7 @@ def _begin(
         if strict or session is None:
             raise
         # The test runs untraced: a trace that cannot start must not fail it.
-        session.failures.append((item.nodeid, exc))
+        session.failures.append((item.nodeid, _describe(exc)))
         return None
     if session is not None and path is not None:
         session.traced += 1
@@ -259,7 +401,7 @@ def _finish(
     failed = [r for r in reports if r.failed]
     if capture.path is not None and session is not None:
         if capture.error is not None:
-            session.failures.append((item.nodeid, capture.error))
+            session.failures.append((item.nodeid, _describe(capture.error)))
         if failed or session.keep == "all":
             session.kept += 1
         else:
@@ -269,6 +411,10 @@ def _finish(
         text = _section(capture, failed)
         for r in failed:
             r.sections.append(("aiotrace", text))
+        if _xdist_worker(item.config):
+            # The setup and call reports already went to the controller: the
+            # teardown report (not yet sent) carries the section to them.
+            reports[-1].user_properties.append((_XDIST_SECTION, text))
 
 
 def _section(capture: CapturedTrace, failed: list[pytest.TestReport]) -> str:
@@ -308,6 +454,20 @@ def aiotrace_events(request: pytest.FixtureRequest) -> CapturedTrace:
     return capture
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Under pytest-xdist, on a worker: sends its counts to the controller."""
+    config = session.config
+    state = config.stash.get(_SESSION, None)
+    if state is None or not _xdist_worker(config):
+        return
+    config.workeroutput[_XDIST_COUNTS] = {  # type: ignore[attr-defined]
+        "traced": state.traced,
+        "kept": state.kept,
+        "untraced": state.untraced,
+        "failures": state.failures,
+    }
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     """Says where the traces went."""
     session = config.stash.get(_SESSION, None)
@@ -329,4 +489,4 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             + (", ..." if len(session.untraced) > 1 else "")
         )
     for nodeid, error in session.failures:
-        write(f"aiotrace: tracing {nodeid} failed: {type(error).__name__}: {error}")
+        write(f"aiotrace: tracing {nodeid} failed: {error}")

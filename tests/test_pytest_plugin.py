@@ -606,3 +606,203 @@ def test_unwritable_directory(project: pytest.Pytester, where: str) -> None:
         [f"ERROR: --aiotrace: cannot write traces to {target}: *"]
     )
     assert re.search(r"passed|failed", result.stdout.str()) is None
+
+
+XDIST_TESTS = """
+import asyncio
+import time
+
+def hold():
+    time.sleep(0.3)  # the stall
+
+async def handler():
+    hold()
+
+def test_pass_one():
+    pass
+
+def test_pass_two():
+    pass
+
+def test_slow():
+    asyncio.run(handler())
+    assert False, "too slow"
+"""
+
+
+@pytest.mark.parametrize("keep", ["all", "failed"])
+def test_under_xdist_counts_and_sections_come_from_the_workers(
+    project: pytest.Pytester, keep: str
+) -> None:
+    """`pytest -n 2 --aiotrace=DIR`: the workers write the traces; the
+    controller's summary counts them, and the failing test's report has its
+    aiotrace section, naming its trace and its stall."""
+    result = run(
+        project, XDIST_TESTS, "-n", "2", "--aiotrace=out", f"--aiotrace-keep={keep}"
+    )
+    result.assert_outcomes(passed=2, failed=1)
+    files = traces(project.path / "out")
+    path = project.path / "out" / "test_it.py__test_slow.trace"
+    if keep == "all":
+        assert len(files) == 3
+        result.stdout.fnmatch_lines(
+            [f"aiotrace: 3 test traces in {project.path / 'out'}"]
+        )
+    else:
+        assert list(files) == [path.name]
+        result.stdout.fnmatch_lines(
+            ["aiotrace: 1 trace of failed tests (of 3 traced) in *"]
+        )
+    source = (project.path / "test_it.py").read_text().splitlines()
+    line = source.index("    time.sleep(0.3)  # the stall") + 1
+    result.stdout.fnmatch_lines(
+        [
+            "*- aiotrace -*",
+            f"trace: {path}",
+            "1 loop stall (steps over 0.1 s):",
+            f"  *.??? s on loop 1 in coroutine 'handler': "
+            f"hold at {project.path / 'test_it.py'}:{line}",
+            "*short test summary info*",
+        ]
+    )
+    assert result.stdout.str().count("- aiotrace -") == 1
+    for p in files.values():
+        read_valid(p)
+
+
+FIRST_IMPORT = """
+import sys
+
+BEFORE = {name: name in sys.modules for name in ("trio", "uvloop")}
+
+def test_first_imports_{flavour}():
+    assert not BEFORE["{flavour}"], "imported before the first test"
+{body}
+"""
+
+FLAVOUR_BODIES = {
+    "trio": """
+    import trio
+
+    async def child():
+        await trio.sleep(0.001)
+
+    async def main():
+        async with trio.open_nursery() as n:
+            n.start_soon(child)
+
+    trio.run(main)
+""",
+    "uvloop": """
+    import asyncio
+    import uvloop
+
+    async def child():
+        await asyncio.sleep(0.001)
+
+    async def main():
+        await asyncio.create_task(child())
+
+    uvloop.run(main())
+""",
+}
+
+
+@pytest.mark.parametrize("flavour", ["trio", "uvloop"])
+def test_the_first_test_to_import_a_flavour_is_traced(
+    project: pytest.Pytester, flavour: str
+) -> None:
+    """The session's first test imports trio (or uvloop) itself, after its
+    trace started: its loop and coroutines are in its trace."""
+    source = FIRST_IMPORT.replace("{flavour}", flavour).replace(
+        "{body}", textwrap.indent(textwrap.dedent(FLAVOUR_BODIES[flavour]), "    ")
+    )
+    result = run(project, source, "--aiotrace=out", "-p", "no:anyio")
+    result.assert_outcomes(passed=1)
+    (path,) = traces(project.path / "out").values()
+    events = read_valid(path)
+    names = labels(events)
+    loop = "trio run in MainThread" if flavour == "trio" else "Loop in MainThread"
+    assert names[loop].label.resource.kind is reader.ResourceKind.LOOP
+    assert any(name.endswith("child") for name in names), sorted(names)
+
+
+OPTIONS_TEST = """
+import asyncio
+import pytest
+
+async def waiter(ev):
+    await ev.wait()
+
+async def main():
+    ev = asyncio.Event()
+    t = asyncio.create_task(waiter(ev))
+    await asyncio.sleep(0.01)
+    ev.set()
+    await t
+
+def test_flags():
+    asyncio.run(main())
+
+@pytest.mark.aiotrace(block_stacks=False)
+def test_marked():
+    asyncio.run(main())
+"""
+
+
+def _waits(path: Path) -> list[reader.StateTransition]:
+    return [
+        ev.state_transition
+        for ev in read_valid(path)
+        if ev.kind is reader.EventKind.STATE_TRANSITION
+        and ev.state_transition.new is reader.CoroState.WAITING
+    ]
+
+
+def test_start_options_are_command_line_options(project: pytest.Pytester) -> None:
+    """Each aiotrace.start option is an --aiotrace-... option for every
+    test's trace; a test's marker overrides it."""
+    result = run(
+        project,
+        OPTIONS_TEST,
+        "--aiotrace=out",
+        "--aiotrace-block-stacks",
+        "--aiotrace-metrics-interval=off",
+        "--aiotrace-stall-threshold=0.5",
+        "--aiotrace-max-buffer-mib=2",
+        "--aiotrace-annotation-stacks",
+    )
+    result.assert_outcomes(passed=2)
+    out = project.path / "out"
+    flags = _waits(out / "test_it.py__test_flags.trace")
+    funcs = [[f.func for f in w.stack.frames] for w in flags]
+    assert ["Event.wait", "waiter"] in funcs, funcs
+    marked = _waits(out / "test_it.py__test_marked.trace")
+    assert marked and not any(w.stack for w in marked)
+    events = read_valid(out / "test_it.py__test_flags.trace")
+    assert not [
+        ev
+        for ev in events
+        if ev.kind is reader.EventKind.METRIC and ev.metric.name.startswith("/memory")
+    ]
+
+
+def test_runtime_events_off_from_the_command_line(project: pytest.Pytester) -> None:
+    """--aiotrace-no-runtime-events records annotations only."""
+    result = run(
+        project, OPTIONS_TEST, "--aiotrace=out", "--aiotrace-no-runtime-events"
+    )
+    result.assert_outcomes(passed=2)
+    assert _waits(project.path / "out" / "test_it.py__test_flags.trace") == []
+
+
+@pytest.mark.parametrize(
+    "bad", ["--aiotrace-stall-threshold=-1", "--aiotrace-max-buffer-mib=0"]
+)
+def test_bad_start_option_values_are_usage_errors(
+    project: pytest.Pytester, bad: str
+) -> None:
+    """A bad value of an --aiotrace-... start option is a usage error."""
+    result = run(project, "def test_x():\n    pass\n", "--aiotrace=out", bad)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{bad.split('=', maxsplit=1)[0]}*"])

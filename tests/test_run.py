@@ -7,6 +7,7 @@ and compares what the program saw and what the user saw.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -139,12 +140,16 @@ def test_a_package_runs_its_dunder_main(tmp_path: Path) -> None:
         "raise ValueError('bad input')",
         "raise KeyboardInterrupt",
         "def f():\n    raise RuntimeError('inner') from KeyError('cause')\nf()",
+        "sys.exit(130)",
+        "import atexit\natexit.register(print, 'at exit')\nraise KeyboardInterrupt",
     ],
 )
 def test_exit_status_and_errors_are_python_s(tmp_path: Path, ending: str) -> None:
     """Whatever way the program ends, `aiotrace run -q` exits with python's
     status and prints exactly what python prints, tracebacks included, and
-    the trace is complete."""
+    the trace is complete. An uncaught KeyboardInterrupt kills the process
+    by SIGINT after its atexit handlers ran (status -2 here, 130 in a
+    shell), as python does; `sys.exit(130)` is a plain status 130."""
     _write(
         tmp_path / "prog.py",
         "import asyncio, sys\n"
@@ -155,9 +160,12 @@ def test_exit_status_and_errors_are_python_s(tmp_path: Path, ending: str) -> Non
     )
     python = _run([sys.executable, "prog.py"], tmp_path)
     traced = _run([*RUN, "-q", "prog.py"], tmp_path)
-    expected = 130 if "KeyboardInterrupt" in ending else python.returncode
-    assert traced.returncode == expected
-    assert traced.stdout == python.stdout == "ran\n"
+    if sys.platform != "win32":
+        expected = -signal.SIGINT if "KeyboardInterrupt" in ending else None
+        assert python.returncode == (expected or python.returncode)
+    assert traced.returncode == python.returncode
+    assert traced.stdout == python.stdout
+    assert traced.stdout.startswith("ran\n")
     assert traced.stderr == python.stderr
     events = _valid_events(tmp_path / "prog.trace")
     assert events
@@ -201,7 +209,8 @@ def test_a_syntax_error_is_reported_as_python_does(tmp_path: Path) -> None:
 
 def test_the_summary_goes_to_stderr_and_names_the_file(tmp_path: Path) -> None:
     """The summary is on stderr (stdout is the program's alone) and names
-    the trace file and its event count, which is the trace's."""
+    the trace file and the number of events recorded (the trace's, without
+    what the file format adds per generation)."""
     _write(tmp_path / "hello.py", "print('hello')\n")
     traced = _run([*RUN, "-o", "out/h.trace", "hello.py"], tmp_path)
     assert traced.returncode == 1  # out/ does not exist
@@ -211,9 +220,21 @@ def test_the_summary_goes_to_stderr_and_names_the_file(tmp_path: Path) -> None:
     assert traced.returncode == 0, traced.stderr
     assert traced.stdout == "hello\n"
     summary = _summary_lines(traced.stderr)
-    count = len(_valid_events(tmp_path / "h.trace"))
+    events = _valid_events(tmp_path / "h.trace")
+    # What the reader adds to what was recorded: each generation's SYNC and
+    # thread labels (the program is short: one generation, nothing restated).
+    added = [
+        ev
+        for ev in events
+        if ev.kind is EventKind.SYNC
+        or (
+            ev.kind is EventKind.LABEL and ev.label.resource.kind is ResourceKind.THREAD
+        )
+    ]
+    assert len([ev for ev in events if ev.kind is EventKind.SYNC]) == 1
+    count = len(events) - len(added)
     assert summary[0].startswith(
-        f"aiotrace: trace written to h.trace ({count:,} events"
+        f"aiotrace: trace written to h.trace ({count:,} events recorded, "
     )
 
 
@@ -456,10 +477,11 @@ def _signal_once_serving(tmp_path: Path, sig: int) -> tuple[int, str, str]:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs SIGINT")
-def test_ctrl_c_leaves_a_complete_trace_and_status_130(tmp_path: Path) -> None:
+def test_ctrl_c_leaves_a_complete_trace_and_dies_of_sigint(tmp_path: Path) -> None:
     """Interrupting a running asyncio program (SIGINT, as Ctrl-C sends)
-    prints python's KeyboardInterrupt traceback, exits 130, and leaves a
-    complete trace in which the interrupted coroutine ended cancelled."""
+    prints python's KeyboardInterrupt traceback, dies of SIGINT as under
+    python (130 in a shell), and leaves a complete trace in which the
+    interrupted coroutine ended cancelled."""
     _write(
         tmp_path / "server.py",
         """
@@ -475,7 +497,7 @@ def test_ctrl_c_leaves_a_complete_trace_and_status_130(tmp_path: Path) -> None:
         """,
     )
     returncode, _, stderr = _signal_once_serving(tmp_path, signal.SIGINT)
-    assert returncode == 130
+    assert returncode == -signal.SIGINT
     assert "KeyboardInterrupt" in stderr
     assert _summary_lines(stderr)[0].startswith(
         "aiotrace: trace written to server.trace"
@@ -591,3 +613,254 @@ def test_a_truncated_trace_is_still_summarised(tmp_path: Path) -> None:
     assert "truncated" in summary
     with pytest.raises(TraceError):
         read_events(tmp_path / "cut.trace")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs SIGINT")
+@pytest.mark.parametrize("runner", ["python", "aiotrace run"])
+def test_an_uncaught_sigint_kills_by_the_signal_as_under_python(
+    tmp_path: Path, runner: str
+) -> None:
+    """SIGINT to a program that does not catch it: under python the process
+    dies of SIGINT after printing the traceback (-2 here, 130 in a shell),
+    and `aiotrace run` ends the same way, with the trace whole."""
+    _write(
+        tmp_path / "server.py",
+        """
+        import asyncio
+
+        async def serve():
+            asyncio.get_running_loop().call_soon(print, "serving")
+            await asyncio.sleep(60)
+
+        asyncio.run(serve())
+        """,
+    )
+    argv = [sys.executable, "server.py"] if runner == "python" else [*RUN, "server.py"]
+    proc = subprocess.Popen(
+        argv,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "serving\n"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGINT
+    assert stderr.splitlines()[stderr.splitlines().index("KeyboardInterrupt") - 1]
+    if runner != "python":
+        assert _summary_lines(stderr)[0].startswith(
+            "aiotrace: trace written to server.trace"
+        )
+        _valid_events(tmp_path / "server.trace")
+
+
+def test_a_missing_module_writes_no_trace_and_no_summary(tmp_path: Path) -> None:
+    """`aiotrace run -m nope_mod`, without -q: one line, as python's, status
+    1 as python's, no trace file and no summary."""
+    python = _run([sys.executable, "-m", "nope_mod"], tmp_path)
+    traced = _run([*RUN, "-m", "nope_mod"], tmp_path)
+    assert traced.returncode == python.returncode == 1
+    assert traced.stderr == "aiotrace run: No module named nope_mod\n"
+    assert python.stderr.endswith(": No module named nope_mod\n")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_program_with_no_event_loop_is_said_so(tmp_path: Path) -> None:
+    """A trace that ends with no event loop seen says so plainly, instead of
+    an all-clear about stalls it could not have seen."""
+    _write(tmp_path / "plain.py", "import time\ntime.sleep(0.01)\n")
+    traced = _run([*RUN, "plain.py"], tmp_path)
+    assert traced.returncode == 0, traced.stderr
+    summary = _summary_lines(traced.stderr)
+    assert summary[1] == (
+        "aiotrace: no event loop was seen: nothing ran on asyncio, uvloop or "
+        "trio while tracing, so the trace has no coroutines and no stalls"
+    )
+    assert not any("no loop stalls" in line for line in summary)
+    events = _valid_events(tmp_path / "plain.trace")
+    assert not [
+        ev
+        for ev in events
+        if ev.kind is EventKind.LABEL and ev.label.resource.kind is ResourceKind.LOOP
+    ]
+
+
+def test_the_summary_built_while_tracing_is_what_the_file_says(
+    tmp_path: Path,
+) -> None:
+    """The summary is built from the events as they are encoded, not read
+    back; its stalls and task types are exactly what analysing the file
+    gives (durations, where, holder, quantiles)."""
+    from aiotrace import analysis
+    from aiotrace._run_summary import _stall_lines
+    from aiotrace.analysis import format_duration
+
+    _write(
+        tmp_path / "busy.py",
+        """
+        import asyncio, time
+        import aiotrace
+
+        def hog(s):
+            time.sleep(s)
+
+        async def handler(i):
+            async with aiotrace.new_task("request"):
+                await asyncio.sleep(0.001 * i)
+                if i % 10 == 0:
+                    hog(0.12 + i / 1000)
+
+        async def main():
+            await asyncio.gather(*(handler(i) for i in range(40)))
+
+        asyncio.run(main())
+        """,
+    )
+    traced = _run([*RUN, "busy.py"], tmp_path)
+    assert traced.returncode == 0, traced.stderr
+    summary = _summary_lines(traced.stderr)
+    s = analysis.analyze(str(tmp_path / "busy.trace"))
+    assert len(s.stalls) == 4
+    expected = _stall_lines(s.stalls, 0.1)
+    assert summary[1 : 1 + len(expected)] == expected
+    assert "hog (busy.py:6)" in summary[2] and "in coroutine handler" in summary[2]
+    d = s.tasks["request"]
+    assert d.count == 40
+    assert (
+        f"  request: 40 done, p50 {format_duration(d.p50)}, "
+        f"p90 {format_duration(d.p90)}, max {format_duration(d.max_ns)}"
+    ) in summary
+
+
+@pytest.mark.parametrize(
+    ("flags", "check"),
+    [
+        (["--block-stacks"], "block_stacks"),
+        (["--no-block-stacks"], "no_block_stacks"),
+        (["--no-runtime-events"], "no_runtime"),
+        (["--metrics-interval", "off"], "no_metrics"),
+        (["--annotation-stacks"], "annotation_stacks"),
+        (["--max-buffer-mib", "1"], "plain"),
+        (["--flight", "30", "--block-stacks", "--metrics-interval", "off"], "flight"),
+    ],
+)
+def test_every_start_option_is_a_flag(
+    tmp_path: Path, flags: list[str], check: str
+) -> None:
+    """Each option of aiotrace.start is a flag of `aiotrace run`, and the
+    trace shows it took effect."""
+    _write(
+        tmp_path / "waits.py",
+        """
+        import asyncio
+        import aiotrace
+
+        async def waiter(ev):
+            await ev.wait()
+
+        async def main():
+            ev = asyncio.Event()
+            t = asyncio.create_task(waiter(ev))
+            await asyncio.sleep(0.25)
+            aiotrace.log("note", "set")
+            ev.set()
+            await t
+
+        asyncio.run(main())
+        """,
+    )
+    traced = _run([*RUN, *flags, "waits.py"], tmp_path)
+    assert traced.returncode == 0, traced.stderr
+    events = _valid_events(tmp_path / "waits.trace")
+    blocks = [
+        ev.state_transition
+        for ev in events
+        if ev.kind is EventKind.STATE_TRANSITION
+        and ev.state_transition.new is CoroState.WAITING
+    ]
+    metrics = [ev for ev in events if ev.kind is EventKind.METRIC]
+    logs = [ev for ev in events if ev.kind is EventKind.LOG]
+    assert len(logs) == 1
+    if check in ("block_stacks", "flight"):
+        funcs = [[f.func for f in b.stack.frames] for b in blocks]
+        assert ["Event.wait", "waiter"] in funcs, funcs
+    if check == "no_block_stacks":
+        assert blocks and not any(b.stack for b in blocks)
+    if check == "no_runtime":
+        assert blocks == [] and metrics == []
+        assert "runtime events were off" in traced.stderr
+    else:
+        assert blocks
+    if check in ("no_metrics", "flight"):
+        assert not [m for m in metrics if m.metric.name.startswith("/memory")]
+    if check == "plain":
+        assert [m for m in metrics if m.metric.name.startswith("/memory")]
+    assert bool(logs[0].stack) == (check == "annotation_stacks")
+
+
+def test_max_buffer_goes_without_flight(tmp_path: Path) -> None:
+    """--max-buffer-mib bounds a trace written as it goes; with --flight the
+    bound is --flight-max-mib: a usage error names it."""
+    _write(tmp_path / "p.py", "pass\n")
+    traced = _run([*RUN, "--flight", "5", "--max-buffer-mib", "8", "p.py"], tmp_path)
+    assert traced.returncode == 2
+    assert "--flight-max-mib" in traced.stderr
+    assert os.listdir(tmp_path) == ["p.py"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a FIFO and SIGINT")
+def test_a_second_ctrl_c_while_finishing_says_what_it_left(tmp_path: Path) -> None:
+    """The trace goes to a FIFO that nobody reads, so finishing it blocks
+    once the pipe is full. Ctrl-C then (after the program's last line ran)
+    leaves at once: aiotrace says the trace is cut short, and the process
+    dies of SIGINT."""
+    _write(
+        tmp_path / "chatty.py",
+        """
+        import aiotrace
+        for i in range(20000):
+            aiotrace.log("chat", "x" * 100)
+        print("done", flush=True)
+        """,
+    )
+    fifo = tmp_path / "t.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        with subprocess.Popen(
+            [*RUN, "-o", "t.fifo", "chatty.py"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as proc:
+            try:
+                assert proc.stdout is not None and proc.stderr is not None
+                assert proc.stdout.readline() == "done\n"
+                # Until the process is gone: a signal that lands before the
+                # finishing began interrupts what is left of the program.
+                while proc.poll() is None:
+                    proc.send_signal(signal.SIGINT)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(timeout=1)
+                stderr = proc.stderr.read()
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    finally:
+        os.close(reader)
+    assert proc.returncode == -signal.SIGINT
+    assert (
+        "aiotrace: interrupted while finishing the trace; t.fifo is cut short "
+        "(aiotrace reads it up to the cut, with a warning)\n"
+    ) in stderr
+    assert "aiotrace: trace written to" not in stderr

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .._drain import Drainer
+    from .._run_summary import Follower
 
 HELP = "run a Python program (a script or -m module) and trace it"
 ORDER = 15
@@ -36,15 +44,30 @@ def _positive(text: str) -> float:
     return value
 
 
+def _defaults() -> dict[str, Any]:
+    """``aiotrace.start``'s defaults: the flags' defaults are the library's."""
+    import inspect
+
+    from .._tracer import start
+
+    return {
+        name: p.default
+        for name, p in inspect.signature(start).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = _defaults()
     p.usage = (
-        "aiotrace run [-h] [-o FILE] [--stall-threshold S] [--flight S] [-q] "
+        "aiotrace run [-h] [-o FILE] [options] [-q] "
         "(script.py [args ...] | -m module [args ...])"
     )
     p.epilog = (
         "Options go before the script or -m module: everything after it is the "
         "program's own argv, as with `python script.py args`. The program runs "
-        "as __main__ with its exit status kept; the summary goes to stderr."
+        "as __main__ with its exit status kept; the summary goes to stderr. "
+        "Each option is the aiotrace.start option of the same name."
     )
     p.set_defaults(run_parser=p)  # usage errors name `aiotrace run`
     p.add_argument(
@@ -58,9 +81,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--stall-threshold",
         metavar="S",
         type=_threshold,
-        default=0.1,
+        default=d["stall_threshold"],
         help="seconds a step may hold its loop before it is a stall "
-        "(default 0.1; 'off' turns stall detection off)",
+        f"(default {d['stall_threshold']}; 'off' turns stall detection off)",
+    )
+    p.add_argument(
+        "--metrics-interval",
+        metavar="S",
+        type=_threshold,
+        default=d["metrics_interval"],
+        help="seconds between samples of the runtime metrics (GC, memory, "
+        f"loop lag; default {d['metrics_interval']}; 'off' records none)",
+    )
+    p.add_argument(
+        "--block-stacks",
+        action=argparse.BooleanOptionalAction,
+        default=d["block_stacks"],
+        help="record a coroutine's await stack each time it blocks, so that "
+        "`aiotrace profile` names where it waited (default: "
+        f"{'on' if d['block_stacks'] else 'off'}; see docs/performance.md)",
+    )
+    p.add_argument(
+        "--annotation-stacks",
+        action=argparse.BooleanOptionalAction,
+        default=d["annotation_stacks"],
+        help="record the caller's stack on every task, region and log "
+        f"annotation (default: {'on' if d['annotation_stacks'] else 'off'})",
+    )
+    p.add_argument(
+        "--runtime-events",
+        action=argparse.BooleanOptionalAction,
+        default=d["runtime_events"],
+        help="record coroutines, loops, stalls, GC and metrics; "
+        "--no-runtime-events records the program's annotations only",
+    )
+    p.add_argument(
+        "--max-buffer-mib",
+        metavar="M",
+        type=_positive,
+        help="the most trace held in memory while the file falls behind, in "
+        f"MiB (default {int(d['max_buffer_bytes']) / (1 << 20):g}; past it "
+        "events are dropped and counted)",
     )
     p.add_argument(
         "--flight",
@@ -97,13 +158,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    import sys
+def start_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of ``aiotrace.start`` (or of the flight recorder) that
+    ``args`` give."""
+    options: dict[str, Any] = {
+        "stall_threshold": args.stall_threshold,
+        "metrics_interval": args.metrics_interval,
+        "block_stacks": args.block_stacks,
+        "annotation_stacks": args.annotation_stacks,
+        "runtime_events": args.runtime_events,
+    }
+    if args.max_buffer_mib is not None:
+        options["max_buffer_bytes"] = int(args.max_buffer_mib * (1 << 20))
+    return options
 
-    from .._errors import TracingError
+
+def run(args: argparse.Namespace) -> int:
     from .._run import (
+        INTERRUPTED,
         Program,
         ProgramNotFound,
+        SigintExit,
         finish_on_sigterm,
         join_threads,
         report_uncaught,
@@ -120,6 +195,11 @@ def run(args: argparse.Namespace) -> int:
         args.run_parser.error("give a script to run, or -m module")
     if args.flight is None and args.flight_max_mib is not None:
         args.run_parser.error("--flight-max-mib goes with --flight")
+    if args.flight is not None and args.max_buffer_mib is not None:
+        args.run_parser.error(
+            "--max-buffer-mib is for a trace written as it goes; with --flight "
+            "the bound is --flight-max-mib"
+        )
     if args.flight_max_mib is None:
         args.flight_max_mib = 64.0
     try:
@@ -129,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     path = args.output or f"{program.name}.trace"
     try:
-        stop = _record(path, args)
+        recording = _record(path, args)
     except OSError as exc:
         print(f"aiotrace run: {path}: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -137,61 +217,185 @@ def run(args: argparse.Namespace) -> int:
         print(f"aiotrace run: {exc}", file=sys.stderr)
         return 1
 
-    def finish() -> bool:
-        sys.stdout.flush()
-        try:
-            stop()
-        except TracingError as exc:
-            print(f"aiotrace run: {exc}", file=sys.stderr)
-            return False
-        return True
-
     def terminated() -> None:
-        finish()
+        recording.finish()
         print(
             f"aiotrace: terminated by SIGTERM; trace written to {path}",
             file=sys.stderr,
             flush=True,
         )
 
+    sigint = SigintExit()
     finish_on_sigterm(terminated)
-    status = program.run()
+    try:
+        status = program.run()
+    except ProgramNotFound as exc:
+        recording.discard()
+        print(f"aiotrace run: {exc}", file=sys.stderr)
+        return 1
+    interrupted = program.interrupted
     try:
         join_threads()
     except KeyboardInterrupt as exc:
         status = report_uncaught(exc)
-    if finish() and not args.quiet:
-        from .._run import summary
-
-        text = summary(path, stall_threshold=args.stall_threshold)
-        if args.flight is not None:
-            text = (
-                f"aiotrace: flight recorder: kept about the last {args.flight:g} s "
-                f"(whole generations, at most {args.flight_max_mib:g} MiB)\n{text}"
-            )
-        print(text, file=sys.stderr)
+        interrupted = True
+    try:
+        if recording.finish() and not args.quiet:
+            print(recording.summary(), file=sys.stderr)
+    except KeyboardInterrupt:
+        status = INTERRUPTED
+        interrupted = True
+        print(recording.interrupted(), file=sys.stderr)
+    sigint.due = interrupted
     return status
 
 
-def _record(path: str, args: argparse.Namespace) -> Callable[[], None]:
-    """Starts recording into ``path``; returns what finishes it."""
+@dataclass
+class _Recording:
+    """_Recording is the trace ``aiotrace run`` writes, and its summary."""
+
+    path: str
+    args: argparse.Namespace
+    stop: Callable[[], None]
+    counts: Callable[[], tuple[int, int, int]]  # events, lost, bytes written
+    whole: Callable[[], bool]  # whether the file has been written whole
+    follower: Follower
+    finished: bool = False
+    stopped: bool = False
+
+    def finish(self) -> bool:
+        """Stops the trace once; returns whether it was written whole."""
+        from .._errors import TracingError
+
+        if self.finished:
+            return self.stopped
+        self.finished = True
+        sys.stdout.flush()
+        try:
+            self.stop()
+        except TracingError as exc:
+            print(f"aiotrace run: {exc}", file=sys.stderr)
+            return False
+        self.stopped = True
+        return True
+
+    def discard(self) -> None:
+        """Stops the trace and removes its file: the program never ran."""
+        import contextlib
+
+        from .._errors import TracingError
+
+        self.finished = True
+        with contextlib.suppress(TracingError):
+            self.stop()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+    def summary(self) -> str:
+        """The exit summary, from what was followed while tracing."""
+        from .._run_summary import summary
+
+        events, lost, written = self.counts()
+        changed = _changed(self.path, written)
+        text = summary(
+            self.path,
+            self.follower,
+            events=events,
+            lost_events=lost,
+            stall_threshold=self.args.stall_threshold,
+            runtime_events=self.args.runtime_events,
+            changed=changed,
+        )
+        if self.args.flight is not None:
+            text = (
+                f"aiotrace: flight recorder: kept about the last "
+                f"{self.args.flight:g} s (whole generations, at most "
+                f"{self.args.flight_max_mib:g} MiB, {written:,} bytes written); "
+                "the figures below cover the whole run\n" + text
+            )
+        return text
+
+    def interrupted(self) -> str:
+        """What a second Ctrl-C, while the trace was being finished, left."""
+        if self.stopped or self.whole():
+            return (
+                f"aiotrace: interrupted; the trace {self.path} is whole "
+                "(no summary printed)"
+            )
+        return (
+            f"aiotrace: interrupted while finishing the trace; {self.path} is "
+            "cut short (aiotrace reads it up to the cut, with a warning)"
+        )
+
+
+def _changed(path: str, written: int) -> str | None:
+    """Says how the file differs from the ``written`` bytes, if it does."""
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        return f"the trace file is gone or unreadable now ({exc.strerror or exc})"
+    if size < written:
+        return (
+            f"the trace file was changed after it was written: it is truncated "
+            f"({size:,} of {written:,} bytes)"
+        )
+    if size > written:
+        return (
+            f"the trace file grew after it was written ({size:,} bytes, "
+            f"not {written:,})"
+        )
+    return None
+
+
+def _record(path: str, args: argparse.Namespace) -> _Recording:
+    """Starts recording into ``path``, following it for the summary."""
     from .._flight import FlightRecorder
     from .._tracer import start
 
+    options = start_options(args)
     if args.flight is None:
-        tracer = start(path, stall_threshold=args.stall_threshold)
-        return tracer.stop
+        tracer = start(path, **options)
+        follower = _follow(tracer._drainer)
+        return _Recording(
+            path,
+            args,
+            tracer.stop,
+            lambda: (tracer.events, tracer.lost_events, tracer.bytes_written),
+            lambda: tracer._writer_done.is_set() and tracer.error is None,
+            follower,
+        )
     rec = FlightRecorder(
         max_bytes=int(args.flight_max_mib * (1 << 20)),
         min_age=args.flight,
-        stall_threshold=args.stall_threshold,
+        **options,
     )
     with open(path, "wb"):  # a bad path fails now, not when the program ends
         pass
     rec.start()
+    session = rec._session
+    assert session is not None
+    drainer = session.drainer
+    follower = _follow(drainer)
+    written = [0]
 
     def stop() -> None:
         rec.stop()
-        rec.write_to(path)
+        written[0] = rec.write_to(path)
 
-    return stop
+    return _Recording(
+        path,
+        args,
+        stop,
+        lambda: (drainer.events, drainer.lost_events, written[0]),
+        lambda: written[0] > 0,
+        follower,
+    )
+
+
+def _follow(drainer: Drainer) -> Follower:
+    from .._run_summary import Follower
+
+    labels = drainer.tracker.scope["coro_labels"]
+    follower = Follower(lambda cid: str(labels.get(cid, "")))
+    drainer.on_batch = follower.feed
+    return follower

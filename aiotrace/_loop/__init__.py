@@ -21,13 +21,20 @@ class Runtime:
         from .._runtime import MetricSampler, install_gc
         from .._stall import Watchdog
         from . import _asyncio, _trio, _uvloop
+        from ._follow import follow
 
         self.hooks = hooks = Hooks(rec, stall_threshold=stall_threshold)
         self._watchdog: Watchdog | None = None
         try:
             _asyncio.install(hooks, block_stacks=block_stacks)
-            _trio.install(hooks)
-            _uvloop.install(hooks, block_stacks=block_stacks)
+            # Now if imported, else when the program imports them.
+            follow(
+                hooks,
+                {
+                    "trio": lambda: _trio.install(hooks),
+                    "uvloop": lambda: _uvloop.install(hooks, block_stacks=block_stacks),
+                },
+            )
             install_gc(hooks)
             metrics = (
                 MetricSampler(hooks, metrics_interval) if metrics_interval else None

@@ -7,7 +7,9 @@ await chain), or exited. ``task_scheduled`` from elsewhere is the wakeup.
 
 The instrument is added to the run that is current when tracing starts, and
 to every run started with ``trio.run`` while tracing (the module attribute is
-wrapped; anyio calls it through the module too).
+wrapped; anyio calls it through the module too). ``install`` runs when
+tracing starts if trio is imported, else when the program imports it
+(``_follow``).
 """
 
 from __future__ import annotations
@@ -80,16 +82,25 @@ def install(h: Hooks) -> None:
     trio = sys.modules.get("trio")
     if trio is None:
         return
-    reasons = dict(codes_of("trio", _TRIO))
-    if "anyio" in sys.modules:
-        from ._reasons import reason_table
-
-        reasons.update(reason_table())
+    own = dict(codes_of("trio", _TRIO))
+    # anyio's reasons join once anyio is imported, which may be after trio.
+    cache: dict[bool, dict[Any, str]] = {}
     trio_dir = os.path.dirname(str(trio.__file__)) + os.sep
     make = _instrument_class(trio)
 
+    def reasons() -> dict[Any, str]:
+        with_anyio = "anyio" in sys.modules
+        table = cache.get(with_anyio)
+        if table is None:
+            table = cache[with_anyio] = dict(own)
+            if with_anyio:
+                from ._reasons import reason_table
+
+                table.update(reason_table())
+        return table
+
     def new_instrument(guest: bool = False) -> Any:
-        return make(h, reasons, trio_dir, guest)
+        return make(h, reasons(), trio_dir, guest)
 
     try:
         trio.lowlevel.current_root_task()

@@ -444,7 +444,8 @@ def format_profile(
         f"  {p.description}",
         f"  stacks: {recorded} recorded, {made} synthesised"
         + (
-            " (trace with block_stacks=True for await chains)"
+            " (trace with block_stacks=True, `aiotrace run --block-stacks`, "
+            "for await chains)"
             if made and p.kind != "stall"
             else ""
         ),
