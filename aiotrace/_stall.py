@@ -78,6 +78,13 @@ _LOOP = ResourceKind.LOOP
 _TICK_NS = int(TICK * 1e9)
 _OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _PROGRAMS: Final = frozenset({"_demo.py"})  # in the package, but programs
+# The runner's frames stay: the encoder takes them out with the runpy frames
+# outside them (``_encode._user_frames``), which it finds by them.
+_RUNNER: Final = (
+    _OWN_DIR + "_cli" + os.sep,
+    _OWN_DIR + "_run.py",
+    _OWN_DIR + "__main__.py",
+)
 _NEW_GC = sys.version_info >= (3, 12)
 
 
@@ -270,8 +277,10 @@ def _is_own(filename: str, cache: dict[str, bool] = {}) -> bool:  # noqa: B006
     own = cache.get(filename)
     if own is None:
         path = os.path.abspath(filename)
-        own = cache[filename] = path.startswith(_OWN_DIR) and (
-            os.path.basename(path) not in _PROGRAMS
+        own = cache[filename] = (
+            path.startswith(_OWN_DIR)
+            and os.path.basename(path) not in _PROGRAMS
+            and not path.startswith(_RUNNER)
         )
     return own
 

@@ -225,3 +225,35 @@ def test_a_stall_the_os_caused_says_so(
     assert x.measured_ns >= 0.5 * x.duration_ns
     out = aiotrace_cli("stalls", str(path)).stdout
     assert "the OS did not run it" in out
+
+
+def test_aiotrace_runs_exit_summary_calls_a_gc_stall_gcs(tmp_path: Path) -> None:
+    """`aiotrace run`'s exit summary (built while tracing) names a stall
+    that was a collection as garbage collection, not the line that
+    happened to be running, and shows none of aiotrace's own frames."""
+    program = tmp_path / "gcstall.py"
+    program.write_text(
+        textwrap.dedent(
+            """
+            import asyncio, gc
+
+            class Cycle:
+                def __init__(self):
+                    self.me = self
+
+            async def main():
+                junk = [Cycle() for _ in range(1_000_000)]
+                await asyncio.sleep(0)
+                del junk
+                gc.collect()
+
+            asyncio.run(main())
+            """
+        )
+    )
+    out = tmp_path / "gcstall.trace"
+    r = aiotrace_cli("run", "-o", str(out), "--stall-threshold", "0.02", str(program))
+    assert r.returncode == 0, r.stderr
+    assert "garbage collection (gen2" in r.stderr, r.stderr
+    assert "on_gc" not in r.stderr and "_runtime.py" not in r.stderr
+    check(out)
