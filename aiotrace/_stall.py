@@ -48,7 +48,7 @@ from ._runtime import MetricSampler
 TICK: Final = 0.01
 """Seconds between the watchdog's looks at the loops."""
 
-STALL_TICK: Final = 0.001
+STALL_TICK: Final = 0.002
 """Seconds between two samples of a loop while it stalls."""
 
 SAMPLE_DEPTH: Final = 64
