@@ -362,7 +362,9 @@ async def test_a_stuck_trace_client_holds_the_endpoint_then_is_cut_off() -> None
     seconds are over, while its trace is still being sent, so stuck clients
     never pile traces up; after send_timeout it is cut off (its connection
     aborted, an incomplete transfer) and /trace works again."""
-    async with serve(debug_app(send_timeout=2)) as url:
+    app = web.Application()  # only the debug routes (see the flight test)
+    aiotrace_aiohttp.add_debug_routes(app, send_timeout=2)
+    async with serve(app) as url:
         with contextlib.closing(
             await stuck_client(url, "/debug/aiotrace/trace?seconds=4")
         ) as sock:
@@ -395,10 +397,11 @@ async def test_stuck_flight_clients_are_bounded_in_number_and_time() -> None:
     closing = contextlib.ExitStack()
     try:
         await log_load(50_000)
-        async with (
-            serve(debug_app(flight_recorder=recorder, send_timeout=3)) as url,
-            aiohttp.ClientSession() as session,
-        ):
+        # Only the debug routes: the snapshot is validated, and the traced
+        # middleware has a known gap on 3.12/3.13 (see docs/aiohttp.md).
+        app = web.Application()
+        aiotrace_aiohttp.add_debug_routes(app, flight_recorder=recorder, send_timeout=3)
+        async with serve(app) as url, aiohttp.ClientSession() as session:
             stuck = [
                 closing.enter_context(
                     contextlib.closing(
