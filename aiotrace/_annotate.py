@@ -9,6 +9,7 @@ from ._context import current_task_var
 from ._format.spec import C
 from ._recorder import capture_stack
 from ._task import BACKGROUND_TASK
+from ._text import text
 
 _LOG: Final = C["Log"]
 _clock = _recorder.clock
@@ -20,6 +21,10 @@ def log(category: str, message: str) -> None:
     """
     rec = _recorder.active
     if rec is not None:
+        if type(message) is not str:
+            message = text(message)
+        if type(category) is not str:
+            category = text(category)
         task = current_task_var.get()
         # The thread's list straight from the thread-local; registering a new
         # thread is the rare path. A method call here would cost ~28 ns.
@@ -53,6 +58,8 @@ def logf(category: str, fmt: str, *args: object) -> None:
 
 def _record(rec: _recorder.Recorder, category: str, message: str) -> None:
     # For logf, whose formatting already costs more than this call.
+    if type(category) is not str:
+        category = text(category)
     task = current_task_var.get()
     rec.events().append(
         (

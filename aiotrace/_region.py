@@ -19,6 +19,7 @@ from asyncio.events import _get_running_loop
 from collections.abc import Awaitable, Callable
 from threading import get_ident
 from typing import Any, Final, ParamSpec, TypeVar
+from weakref import ref
 
 from . import _recorder
 from ._context import current_task_var, regions_var
@@ -26,6 +27,7 @@ from ._errors import TracingWarning
 from ._format.spec import C
 from ._recorder import capture_stack
 from ._task import BACKGROUND_TASK
+from ._text import text
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -49,7 +51,7 @@ class Region:
     __slots__ = ("_owner", "_state", "task_id", "type")
 
     def __init__(self, type: str) -> None:
-        self.type = type
+        self.type = type if isinstance(type, str) else text(type)
         self.task_id = BACKGROUND_TASK
         self._state = 0  # 0 not begun, 1 open, 2 ended
         self._owner: object = None
@@ -133,7 +135,7 @@ class _Off(Region):
     __slots__ = ()
 
     def __init__(self, type: str) -> None:
-        self.type = type
+        self.type = type if isinstance(type, str) else text(type)
         self.task_id = BACKGROUND_TASK
         self._state = 0
 
@@ -174,12 +176,13 @@ def region(type: str) -> Region:
     context manager does.
     """
     if _recorder.active is None:
+        if not isinstance(type, str):  # cached by text only, never the object
+            return _Off(type)
         off = _off_cache.get(type)
         if off is None:
             off = _Off(type)
             if len(_off_cache) < _OFF_CACHE_MAX:
-                with contextlib.suppress(TypeError):  # an unhashable "type"
-                    _off_cache[type] = off
+                _off_cache[type] = off
         return off
     return Region(type)
 
@@ -252,12 +255,21 @@ def _decorate(type: str, fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def _owner() -> object:
-    """Returns who is running: the asyncio task, else the thread."""
+    """Returns who is running: a weak reference to the asyncio task, else the
+    thread's id.
+
+    Weak: a region sits in the context of every coroutine created inside it,
+    and must not keep the coroutine that began it alive. References to one
+    live task compare equal; a dead task's reference equals no other.
+    """
     loop = _get_running_loop()
     if loop is not None:
         task = current_task(loop)
         if task is not None:
-            return task
+            try:
+                return ref(task)
+            except TypeError:  # a task type without weak references
+                return id(task)
     return get_ident()
 
 

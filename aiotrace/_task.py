@@ -11,6 +11,7 @@ from . import _recorder
 from ._context import current_task_var
 from ._format.spec import C
 from ._recorder import capture_stack
+from ._text import text
 
 BACKGROUND_TASK: Final = 0
 """The task of events recorded outside any user task."""
@@ -37,7 +38,7 @@ class Task:
 
     def __init__(self, type: str, parent_id: int) -> None:
         self.id: int = next(_ids)
-        self.type = type
+        self.type = type if isinstance(type, str) else text(type)
         self.parent_id = parent_id
         self._ended = False
         self._previous: Task | None = None
@@ -110,7 +111,7 @@ def new_task(type: str) -> Task:
     if rec is not None:
         stack = capture_stack(1) if rec.stacks else None
         rec.events().append(
-            (_TASK_BEGIN, _recorder.clock(), task.id, task.parent_id, type, stack)
+            (_TASK_BEGIN, _recorder.clock(), task.id, task.parent_id, task.type, stack)
         )
     return task
 

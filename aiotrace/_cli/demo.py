@@ -105,8 +105,8 @@ def _guide(summary: Summary, trace: Path, report: Path) -> list[str]:
     steps = [
         (f"  aiotrace stalls {q}", "each stall with its stack samples"),
         (
-            f"  aiotrace export {q} -o demo.json",
-            "then open demo.json in https://ui.perfetto.dev",
+            f"  aiotrace export {q}",
+            "then open demo.pftrace in https://ui.perfetto.dev",
         ),
         ("  aiotrace run your_program.py [args]", "trace your own program"),
     ]

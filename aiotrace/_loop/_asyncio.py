@@ -3,8 +3,9 @@
 Patched at class level, so every loop is covered, including loops created
 after tracing starts:
 
-- ``Handle._run``: a step starts when a handle whose callback belongs to a
-  Task runs (its ``__step`` or its wakeup); when it returns the task has
+- ``Handle._run``: a step starts when a handle whose callback is a Task's
+  ``__step`` or wakeup runs (any other method, such as ``task.cancel`` run
+  by ``call_later``, is a plain callback); when it returns the task has
   yielded, blocked on ``_fut_waiter``, or finished. One step record is
   appended when the step ends. Other callbacks are timed for stalls.
 - ``BaseEventLoop._call_soon``: a task's wakeup being scheduled with the future
@@ -32,7 +33,9 @@ from typing import Any, Final
 
 from .._format.spec import C, CoroState, ResourceKind
 from .._recorder import clock
+from ._labels import coroutine_label
 from ._reasons import EXECUTOR, Classifier
+from ._stack import hide_hook_frames
 from ._state import Hooks, ThreadState
 
 _CREATE = C["CoroCreate"]
@@ -62,6 +65,9 @@ TASK_TYPES: tuple[type, ...] = tuple(
     {tasks.Task, getattr(tasks, "_PyTask", tasks.Task)}
 )
 CTask: Final = tasks.Task
+STEP_NAMES: Final = frozenset({"task_wakeup", "__step", "__wakeup"})
+"""The names of the task methods that run a step: the C task's wakeup, and
+the pure-Python task's step and wakeup (the C step is a TaskStepMethWrapper)."""
 _DEFAULT_NAME: Final = re.compile(r"Task-\d+")
 ASYNCIO_DIR: Final = os.path.dirname(asyncio.__file__) + os.sep
 
@@ -82,9 +88,18 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
         kind = kinds[cls] = issubclass(cls, TASK_TYPES)
         return kind
 
-    def label(coro: Any, name: object) -> str:
-        qualname = getattr(coro, "__qualname__", None) or type(coro).__qualname__
-        return qualname if name is None else f"{qualname} {name}"
+    # The type of C tasks' __step callbacks; found on first sight.
+    step_type: type | None = None
+
+    def is_step(cb: Any) -> bool:
+        """Whether ``cb``, a method of a task, is its step or its wakeup."""
+        nonlocal step_type
+        if type(cb).__name__ == "TaskStepMethWrapper":
+            step_type = type(cb)
+            return True
+        return getattr(cb, "__name__", None) in STEP_NAMES
+
+    label = coroutine_label
 
     def discover(task: Any, ts: ThreadState, state: CoroState) -> int:
         """Gives a task created before tracing (or out of sight) an id."""
@@ -142,11 +157,16 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
         # loop. Keep it inline; every attribute access here is ~2% overhead on
         # a sleep(0) ping-pong.
         try:
-            task: Any = getattr(self._callback, "__self__", None)
+            cb = self._callback
+            task: Any = getattr(cb, "__self__", None)
             cls = task.__class__
             kind = cls is CTask or kinds.get(cls)
             if kind is None:
                 kind = is_task_type(cls)
+            if kind and type(cb) is not step_type:
+                # A task's method that is not its step (task.cancel run by
+                # call_later or a signal handler) is a plain callback.
+                kind = is_step(cb)
             try:
                 ts: ThreadState = local.ts
             except AttributeError:
@@ -163,7 +183,10 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
             ts.t0 = t0 = clock()
         except Exception as exc:
             h.fail("Handle._run", exc)
-            return orig_run(self)
+            try:
+                return orig_run(self)
+            finally:
+                self = cb = task = None
         try:
             orig_run(self)
         finally:
@@ -192,6 +215,11 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
                     h.stall_end(ts, t0, t1)
             except Exception as exc:
                 h.fail("Handle._run", exc)
+            # As asyncio's own Handle._run does: a frame object made for this
+            # call (the f_back of a frame in a traceback that outlives it)
+            # keeps its locals, and they must not keep the handle, the task or
+            # its future alive.
+            self = cb = task = waiter = None
 
     run_code = _run.__code__
     orig_run_code = getattr(orig_run, "__code__", None)
@@ -262,7 +290,11 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
             h.fail("BaseEventLoop.create_task", exc)
             return orig_create_task(self, coro, **kwargs)
         if eager:
-            return create_eager(self, coro, kwargs)
+            try:
+                return create_eager(self, coro, kwargs)
+            finally:
+                # The eager step ran under this frame: see the end of _run.
+                del self, coro, kwargs, factory
         task = orig_create_task(self, coro, **kwargs)
         try:
             cid = h.next_coroutine()
@@ -296,6 +328,9 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
         t0 = clock()
         try:
             task = orig_create_task(loop, coro, **kwargs)
+        except BaseException:
+            del loop, coro, kwargs  # see the end of _run
+            raise
         finally:
             ts.cur = prev
         try:
@@ -311,7 +346,11 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
                 ts.events.append(step_record(task, cid, t0, t1))
         except Exception as exc:
             h.fail("BaseEventLoop.create_task", exc)
-        return task
+        try:
+            return task
+        finally:
+            # The eager step ran under this frame: see the end of _run.
+            del loop, coro, kwargs, task
 
     def creation_stack(skip: int) -> tuple[tuple[Any, int], ...]:
         """The stack of the code that created a task, ``skip`` frames up."""
@@ -348,6 +387,7 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
                 h.leave_loop(self)
             except Exception as exc:
                 h.fail("BaseEventLoop.run_forever", exc)
+            self = None  # the loop ran under this frame: see the end of _run
 
     orig_close = base_events.BaseEventLoop.close
 
@@ -358,19 +398,24 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
             h.fail("BaseEventLoop.close", exc)
         orig_close(self)
 
+    # The loops whose selector is wrapped, held weakly: a loop dropped
+    # unclosed keeps its selector, whose keys hold the program's callbacks.
+    wrapped: weakref.WeakSet[Any] = weakref.WeakSet()
+
     def wrap_selector(loop: Any, lid: int, ts: ThreadState) -> None:
         inner = getattr(loop, "_selector", None)
         if inner is None or isinstance(inner, _Selector):
             return
-        loop._selector = wrapper = _Selector(inner, h, lid)
-        ref = weakref.ref(loop)
+        loop._selector = _Selector(inner, h, lid)
+        wrapped.add(loop)
 
-        def undo() -> None:
-            alive = ref()
-            if alive is not None and getattr(alive, "_selector", None) is wrapper:
-                alive._selector = inner
+    def unwrap_selectors() -> None:
+        for loop in list(wrapped):
+            wrapper = getattr(loop, "_selector", None)
+            if isinstance(wrapper, _Selector) and wrapper._h is h:
+                loop._selector = wrapper._inner
 
-        h.on_uninstall("selector", undo)
+    h.on_uninstall("selector", unwrap_selectors)
 
     # run_in_executor: executor ranges, and a reason for awaiting the future.
 
@@ -401,6 +446,15 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
             h.fail("BaseEventLoop.call_soon_threadsafe", exc)
         return orig_threadsafe(self, callback, *args, **kw)
 
+    h.hidden_codes.update(
+        (
+            _run.__code__,
+            run_forever.__code__,
+            create_task.__code__,
+            create_eager.__code__,
+        )
+    )
+    hide_hook_frames(h)
     # Without the step hook, wakeups and creations would contradict the trace.
     h.link("Handle._run", "BaseEventLoop._call_soon", "BaseEventLoop.create_task")
     h.on_loop.append(wrap_selector)
@@ -507,6 +561,9 @@ class _ExecutorCall:
             ts.events.append(
                 (_RANGE_END, clock(), "executor", _THREAD, ts.native, None)
             )
+            # A traceback of the function's exception holds this frame, as
+            # concurrent.futures' own _WorkItem.run knows: drop the arguments.
+            del self, args
 
 
 def _where(func: Any) -> tuple[tuple[str, str, int], ...]:

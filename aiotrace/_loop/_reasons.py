@@ -1,17 +1,19 @@
 """Why a coroutine waits, and what woke it: asyncio's code objects, classified.
 
 A blocked task's await chain (``cr_await`` from its coroutine inwards) is
-matched, outermost frame first, against the code of the library functions
-that wait for something: ``Queue.get`` waits on the queue even though, deep
-inside, it awaits a plain future. Lookups are by code object identity.
+matched, outermost frame first, against the library functions that wait for
+something: ``Queue.get`` waits on the queue even though, deep inside, it
+awaits a plain future. Functions are named by package, module and qualified
+name, and each code object is looked up once (``ReasonTable``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import sys
-from collections.abc import Iterator
+import os
+import weakref
+from types import CodeType
 from typing import Any
 
 SLEEP = "sleep"
@@ -72,20 +74,46 @@ _ASYNCIO: dict[str, tuple[str, ...]] = {
 }
 
 _ANYIO: dict[str, tuple[str, ...]] = {
+    # The outermost known function of the await chain names the reason, so
+    # both the generic classes and each backend's own (anyio 4.5+ makes a
+    # backend-specific Lock, Event... on asyncio) are listed.
     SLEEP: ("_core._eventloop.sleep",),
     LOCK: (
         "_core._synchronization.Lock.acquire",
+        "_core._synchronization.LockAdapter.acquire",
         "_core._synchronization.Semaphore.acquire",
+        "_core._synchronization.SemaphoreAdapter.acquire",
+        "_core._synchronization.Condition.acquire",
         "_core._synchronization.Condition.wait",
+        "_core._synchronization.Condition.wait_for",
         "_core._synchronization.CapacityLimiter.acquire",
         "_core._synchronization.CapacityLimiter.acquire_on_behalf_of",
+        "_core._synchronization.CapacityLimiterAdapter.acquire",
+        "_core._synchronization.CapacityLimiterAdapter.acquire_on_behalf_of",
+        "_backends._asyncio.Lock.acquire",
+        "_backends._asyncio.Semaphore.acquire",
+        "_backends._asyncio.CapacityLimiter.acquire",
+        "_backends._asyncio.CapacityLimiter.acquire_on_behalf_of",
+        "_backends._trio.Lock.acquire",
+        "_backends._trio.Semaphore.acquire",
+        "_backends._trio.CapacityLimiter.acquire",
+        "_backends._trio.CapacityLimiter.acquire_on_behalf_of",
     ),
-    EVENT: ("_core._synchronization.Event.wait",),
+    EVENT: (
+        "_core._synchronization.Event.wait",
+        "_core._synchronization.EventAdapter.wait",
+        "_backends._asyncio.Event.wait",
+        "_backends._trio.Event.wait",
+    ),
     QUEUE: (
         "streams.memory.MemoryObjectReceiveStream.receive",
         "streams.memory.MemoryObjectSendStream.send",
     ),
-    GATHER: ("_backends._asyncio.TaskGroup.__aexit__",),
+    GATHER: (
+        "_backends._asyncio.TaskGroup.__aexit__",
+        "_backends._trio.TaskGroup.__aexit__",
+    ),
+    COROUTINE: ("_core._tasks.TaskHandle.wait",),
     EXECUTOR: ("to_thread.run_sync",),
     IO: (
         "_backends._asyncio.SocketStream.receive",
@@ -93,66 +121,98 @@ _ANYIO: dict[str, tuple[str, ...]] = {
         "_core._sockets.connect_tcp",
         "_core._sockets.wait_socket_readable",
         "_core._sockets.wait_socket_writable",
+        "_core._sockets.wait_readable",
+        "_core._sockets.wait_writable",
         "_backends._asyncio.wait_readable",
         "_backends._asyncio.wait_writable",
+        "_backends._asyncio.AsyncIOBackend.wait_readable",
+        "_backends._asyncio.AsyncIOBackend.wait_writable",
     ),
 }
 
+REASON_TABLES: tuple[tuple[str, dict[str, tuple[str, ...]]], ...] = (
+    ("asyncio", _ASYNCIO),
+    ("anyio", _ANYIO),
+)
+"""(package, table) pairs: the reasons the asyncio hooks know."""
 
-def _resolve(root: str, path: str) -> Any:
-    """Finds ``root.path`` among imported modules: the longest module prefix,
-    then attributes. Returns None if it is not there (an older version)."""
-    parts = path.split(".")
-    for i in range(len(parts) - 1, 0, -1):
-        obj: Any = sys.modules.get(".".join((root, *parts[:i])))
-        if obj is None:
-            continue
-        for attr in parts[i:]:
-            obj = getattr(obj, attr, None)
-        return obj
-    return None
+REASONS_MAX = 1 << 16
+"""Most code objects a ReasonTable remembers; it starts over past this."""
 
 
-def codes_of(root: str, table: dict[str, tuple[str, ...]]) -> Iterator[tuple[Any, str]]:
-    """Yields (code object, reason) for the functions named in ``table``."""
-    for reason, paths in table.items():
-        for path in paths:
-            obj = _resolve(root, path)
-            obj = getattr(obj, "__wrapped__", obj)
-            code = getattr(obj, "__code__", None)
-            if code is not None:
-                yield code, reason
+class ReasonTable(dict[Any, "str | None"]):
+    """ReasonTable maps code objects to the reason their function waits for.
 
+    Each code object is looked up once, by its file and qualified name, and
+    the answer (a reason, or None) is remembered: a package imported after
+    tracing started (or lazily, as anyio imports its parts) is known as soon
+    as its code is seen, and nothing but code objects is kept. Index it with
+    ``table[code]``; ``get`` fills it too.
+    """
 
-def reason_table() -> dict[Any, str]:
-    """Returns {code object: reason} for asyncio, and anyio if it is imported."""
-    table = dict(codes_of("asyncio", _ASYNCIO))
-    if "anyio" in sys.modules:
-        table.update(codes_of("anyio", _ANYIO))
-    return table
+    def __init__(self, *tables: tuple[str, dict[str, tuple[str, ...]]]) -> None:
+        super().__init__()
+        # qualified name -> [("/package/module.py", reason)], in table order.
+        # A path "a.b.C.f" does not say where the module ends: every split
+        # is indexed, and only the real one matches a code object.
+        self._names: dict[str, list[tuple[str, str]]] = {}
+        for root, table in tables:
+            for reason, paths in table.items():
+                for path in paths:
+                    parts = path.split(".")
+                    for i in range(1, len(parts)):
+                        where = "/" + "/".join((root, *parts[:i])) + ".py"
+                        qualname = ".".join(parts[i:])
+                        self._names.setdefault(qualname, []).append((where, reason))
+
+    def __missing__(self, code: Any) -> str | None:
+        found: str | None = None
+        for where, reason in self._names.get(getattr(code, "co_qualname", ""), ()):
+            if code.co_filename.replace(os.sep, "/").endswith(where):
+                found = reason
+                break
+        if len(self) >= REASONS_MAX:
+            self.clear()  # code made at run time (exec), over and over
+        self[code] = found
+        return found
+
+    def get(self, code: Any, default: str | None = None) -> str | None:  # type: ignore[override]
+        """Returns the reason of ``code``, or ``default`` if it names none."""
+        found = self[code]
+        return default if found is None else found
 
 
 class Classifier:
     """Classifier names what a blocked task waits for, and what woke a task."""
 
     def __init__(self, task_types: tuple[type, ...], *, stacks: bool) -> None:
-        self._reasons = reason_table()
+        self._reasons = ReasonTable(*REASON_TABLES)
         self._task_types = task_types
         self._gathering = getattr(asyncio.tasks, "_GatheringFuture", None)
         self._stacks = stacks
-        self._wakers: dict[Any, str] = {}
-        # id(callback) -> callback, for callbacks queued by other threads.
-        self._from_thread: dict[int, Any] = {}
+        # Waker names by what names them: code objects, types and strings,
+        # never the callback (a closure or bound method holds user objects).
+        self._wakers: dict[tuple[Any, ...], str] = {}
+        # id(callback) -> weak reference to it, for callbacks queued by other
+        # threads: the reference tells a reused id apart without keeping the
+        # callback (and what it is bound to) alive.
+        self._from_thread: dict[int, weakref.ref[Any]] = {}
 
     def from_thread(self, callback: Any) -> None:
         """Notes that ``callback`` is about to be queued by call_soon_threadsafe.
 
         Noted before it is queued: the loop may run it at once. Most such
         callbacks wake no coroutine, so only the newest few are remembered.
+        A callback that cannot be weakly referenced is not noted: its wakeups
+        are named after the callback.
         """
+        try:
+            ref = weakref.ref(callback)
+        except TypeError:
+            return
         pending = self._from_thread
-        pending[id(callback)] = callback
-        if len(pending) > 1024:
+        pending[id(callback)] = ref
+        if len(pending) > FROM_THREAD_MAX:
             del pending[next(iter(pending))]
 
     def block(self, coro: Any, waiter: Any) -> tuple[str, Any]:
@@ -176,7 +236,7 @@ class Classifier:
                     break
                 nxt = x.gi_yieldfrom
             if found is None:
-                found = reasons.get(code)
+                found = reasons[code]
             if frames is not None:
                 frame = getattr(x, "cr_frame", None) or getattr(x, "gi_frame", None)
                 if frame is not None:
@@ -200,15 +260,48 @@ class Classifier:
         if isinstance(handle, asyncio.TimerHandle):
             return "timer"
         cb = handle._callback
-        if self._from_thread and self._from_thread.pop(id(cb), None) is cb:
-            return "thread"
+        if self._from_thread:
+            ref = self._from_thread.pop(id(cb), None)
+            if ref is not None and ref() is cb:
+                return "thread"
         if type(cb) is functools.partial:
             cb = cb.func
-        key = getattr(cb, "__func__", cb)
-        name = self._wakers.get(key)
+        key = _waker_key(cb)
+        wakers = self._wakers
+        name = wakers.get(key)
         if name is None:
-            name = self._wakers[key] = _waker_name(cb)
+            if len(wakers) >= WAKERS_MAX:
+                wakers.clear()  # code made at run time (exec, lambdas in eval)
+            name = wakers[key] = _waker_name(cb)
         return name
+
+
+FROM_THREAD_MAX = 1024
+"""Most callbacks queued from other threads remembered at once."""
+
+WAKERS_MAX = 4096
+"""Most waker names cached; the cache starts over past this."""
+
+
+def _waker_key(cb: Any) -> tuple[Any, ...]:
+    """What ``_waker_name(cb)`` depends on, holding nothing ``cb`` is bound to.
+
+    asyncio wakes from a new closure (or bound method) on every gather,
+    shield or wait: keyed by the callback, the cache would keep each one
+    alive, and with it the futures, children and results it refers to.
+    """
+    func = getattr(cb, "__func__", cb)
+    owner = type(getattr(cb, "__self__", None))
+    code = getattr(func, "__code__", None)
+    if type(code) is CodeType:
+        return (code, owner)
+    # A builtin (bound) method or a callable object: named by its type.
+    return (type(cb), owner, _str_attr(cb, "__qualname__"), _str_attr(cb, "__module__"))
+
+
+def _str_attr(obj: Any, name: str) -> str | None:
+    value = getattr(obj, name, None)
+    return value if type(value) is str else None
 
 
 def _waker_name(cb: Any) -> str:

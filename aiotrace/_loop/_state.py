@@ -97,6 +97,9 @@ class Hooks:
         self.on_loop: list[Callable[[Any, int, ThreadState], None]] = []
         """Called (loop, loop id, thread state) when a loop is first seen."""
         self.stall_end: Callable[[ThreadState, int, int], None] = _no_stall
+        self.hidden_codes: set[Any] = set()
+        """Code objects of hooks that run user code under them: their frames
+        are left out of ``Task.get_stack()``."""
 
     # Per-thread state.
 

@@ -30,8 +30,9 @@ from ._reasons import (
     IO,
     LOCK,
     QUEUE,
+    REASON_TABLES,
     SLEEP,
-    codes_of,
+    ReasonTable,
 )
 from ._state import Hooks, ThreadState
 
@@ -82,25 +83,13 @@ def install(h: Hooks) -> None:
     trio = sys.modules.get("trio")
     if trio is None:
         return
-    own = dict(codes_of("trio", _TRIO))
-    # anyio's reasons join once anyio is imported, which may be after trio.
-    cache: dict[bool, dict[Any, str]] = {}
+    # Looked up by name as code is seen: anyio may be imported (lazily) later.
+    reasons = ReasonTable(("trio", _TRIO), *REASON_TABLES)
     trio_dir = os.path.dirname(str(trio.__file__)) + os.sep
     make = _instrument_class(trio)
 
-    def reasons() -> dict[Any, str]:
-        with_anyio = "anyio" in sys.modules
-        table = cache.get(with_anyio)
-        if table is None:
-            table = cache[with_anyio] = dict(own)
-            if with_anyio:
-                from ._reasons import reason_table
-
-                table.update(reason_table())
-        return table
-
     def new_instrument(guest: bool = False) -> Any:
-        return make(h, reasons(), trio_dir, guest)
+        return make(h, reasons, trio_dir, guest)
 
     try:
         trio.lowlevel.current_root_task()
@@ -158,7 +147,7 @@ def _instrument_class(trio: Any) -> Any:
         """_Instrument records one trio run's tasks and its I/O waits."""
 
         def __init__(
-            self, h: Hooks, reasons: dict[Any, str], trio_dir: str, guest: bool
+            self, h: Hooks, reasons: ReasonTable, trio_dir: str, guest: bool
         ) -> None:
             # A guest run's steps run inside its host loop's callbacks, on
             # the host's thread: the host's hooks own the thread's loop and

@@ -18,6 +18,7 @@ from typing import Any
 
 from .._format.spec import C, ResourceKind
 from .._recorder import clock
+from ._labels import coroutine_label
 from ._reasons import Classifier
 from ._state import Hooks, ThreadState
 
@@ -53,11 +54,21 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
             self._cid = cid
             self._key = 0
 
+        # A frame object made for a step (the f_back of the coroutine's frame,
+        # in a traceback that outlives the step) keeps its locals: each step
+        # frame drops what it was given and what the coroutine yielded.
+
         def send(self, value: Any) -> Any:
-            return self._step(self._coro.send, value)
+            try:
+                return self._step(self._coro.send, value)
+            finally:
+                value = None
 
         def throw(self, *args: Any) -> Any:
-            return self._step(self._coro.throw, *args)
+            try:
+                return self._step(self._coro.throw, *args)
+            finally:
+                args = ()
 
         def close(self) -> None:
             self._coro.close()
@@ -91,6 +102,9 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
             except BaseException as exc:
                 self._end(ts, prev, t0, f"raised {type(exc).__qualname__}")
                 raise
+            finally:
+                fn = None
+                args = ()
             t1 = clock()
             ts.t0 = 0
             ts.cur = prev
@@ -104,7 +118,10 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
                     h.stall_end(ts, t0, t1)
             except Exception as exc:
                 h.fail("uvloop step", exc)
-            return result
+            try:
+                return result
+            finally:
+                del result
 
         def _end(self, ts: ThreadState, prev: int, t0: int, how: str) -> None:
             t1 = clock()
@@ -125,10 +142,7 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
         task = orig_create_task(self, proxy, **kwargs)
         proxy._key = id(task)
         ids[id(task)] = cid
-        name = kwargs.get("name")
-        label = getattr(coro, "__qualname__", None) or type(coro).__qualname__
-        if name is not None:
-            label = f"{label} {name}"
+        label = coroutine_label(coro, kwargs.get("name"))
         now = clock()
         h.thread_state().events.extend(
             (
@@ -172,6 +186,11 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
         h.close_loop(self)
         orig_close(self)
 
+    # Frames under which user code runs: out of Task.get_stack() (_stack.py).
+    h.hidden_codes.update(
+        (_Coro.send.__code__, _Coro.throw.__code__, _Coro._step.__code__)
+    )
+    h.hidden_codes.add(run_forever.__code__)
     h.patch(Loop, "create_task", create_task)
     h.patch(Loop, "call_soon", call_soon)
     h.patch(Loop, "run_forever", run_forever)

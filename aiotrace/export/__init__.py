@@ -1,4 +1,4 @@
-"""Views of a trace: Perfetto / Chrome trace-event JSON and an HTML report.
+"""Views of a trace: Perfetto (its protobuf, or trace-event JSON) and an HTML report.
 
 ``import aiotrace`` does not import this package.
 """

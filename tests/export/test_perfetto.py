@@ -273,10 +273,11 @@ def test_misnested_ranges_stay_balanced(tmp_path: Path) -> None:
 def test_cli_writes_the_default_output(
     rich_trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Without -o, the output is FILE with the suffix .json."""
+    """With --format json and without -o, the output is FILE with the
+    suffix .json."""
     trace = tmp_path / "app.trace"
     trace.write_bytes(rich_trace.read_bytes())
-    assert cli(["export", str(trace)]) == 0
+    assert cli(["export", str(trace), "--format", "json"]) == 0
     assert check(json.loads((tmp_path / "app.json").read_text("utf-8"))) == []
     assert "app.json" in capsys.readouterr().out
 

@@ -57,7 +57,7 @@ BLOCK_REASONS = frozenset(
 )
 """Why a coroutine waits (RUNNING->WAITING), as docs/format.md lists them."""
 
-WAKE_REASONS = frozenset({"coroutine", "timer", "io", "thread", "cancel"})
+WAKE_REASONS = frozenset({"coroutine", "timer", "io", "thread", "cancel", "loop"})
 """What woke a coroutine (WAITING->RUNNABLE), besides ``callback NAME``."""
 
 ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
