@@ -4,8 +4,9 @@ A step or callback that holds its loop longer than the stall threshold is a
 stall. The loop hooks publish, per thread, when the running step began
 (``ThreadState.t0``). The watchdog thread wakes every ``TICK`` seconds.
 
-- A step older than ``TICK`` is sampled at each look, provisionally: its
-  stack is kept (code objects and offsets only) until the step ends.
+- A step older than half the threshold is sampled at each look,
+  provisionally: its stack is kept (code objects and offsets only) until
+  the step ends.
 - A step older than the threshold is a stall: the watchdog records a "loop
   stall" range that begins at the step's start, then the provisional
   samples, then one sample every ``STALL_TICK`` for as long as the stall
@@ -33,7 +34,6 @@ caused, even when no sample could be taken.
 from __future__ import annotations
 
 import gc
-import operator
 import os
 import sys
 import threading
@@ -105,6 +105,9 @@ class Watchdog:
         self._cpu_before: dict[int, tuple[int, int, int, int]] = {}  # the one before
         self._schedstat: dict[int, int] = {}  # native thread id -> open fd
         self._max_early = int(hooks.stall_ns / _TICK_NS) + 2
+        # Steps are sampled early from half the threshold on: a sample makes
+        # frame objects, which a step that is no stall need not pay for.
+        self._early_ns = max(_TICK_NS, hooks.stall_ns // 2)
         self._thread = threading.Thread(
             target=self._run, name="aiotrace-watchdog", daemon=True
         )
@@ -148,7 +151,7 @@ class Watchdog:
                             if age > hooks.stall_ns:
                                 self._check(ts, t0)
                                 wait = STALL_TICK
-                            elif age > _TICK_NS:
+                            elif age > self._early_ns:
                                 self._early_sample(ts, t0, now)
                         reading = self._cpu.get(ts.ident)
                         if reading is None or not t0 or reading[0] != t0:
@@ -319,23 +322,17 @@ def _frame_of(ident: int) -> FrameType | None:
     while it holds the interpreter's thread-list lock: that runs Python code
     (GC callbacks, finalizers) that can let another thread take the GIL and
     then wait for that lock, a deadlock. So there, collections are off for
-    the call, and the program's own ``gc.disable()`` is kept: the state is
-    read, changed and restored in one run of C calls (``map`` over C
-    functions runs no bytecode, so no other thread can run in between). From
-    3.12 a collection only starts between bytecodes, never inside it.
+    the call, and back on after it only if they were on before: a program's
+    own ``gc.disable()`` is kept. From 3.12 a collection only starts between
+    bytecodes, never inside it, and the GC is left alone.
     """
     if _NEW_GC:
         return sys._current_frames().get(ident)
-    if gc.isenabled():
-        was, _, frames, _ = list(
-            map(
-                operator.call,
-                (gc.isenabled, gc.disable, sys._current_frames, gc.enable),
-            )
-        )
-        if not was:  # the program disabled it just before: keep that
-            gc.disable()
-    else:
-        frames = sys._current_frames()
-    found: FrameType | None = frames.get(ident)  # type: ignore[union-attr]
-    return found
+    enabled = gc.isenabled()
+    if enabled:
+        gc.disable()
+    try:
+        return sys._current_frames().get(ident)
+    finally:
+        if enabled:
+            gc.enable()
