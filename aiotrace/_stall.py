@@ -4,13 +4,12 @@ A step or callback that holds its loop longer than the stall threshold is a
 stall. The loop hooks publish, per thread, when the running step began
 (``ThreadState.t0``). The watchdog thread wakes every ``TICK`` seconds.
 
-- A step older than half the threshold is sampled at each look,
-  provisionally: its stack is kept (code objects and offsets only) until
-  the step ends.
+- With ``EARLY_SAMPLES`` (off), a step older than half the threshold is
+  sampled at each look, provisionally, and the samples go with the stall
+  if it becomes one.
 - A step older than the threshold is a stall: the watchdog records a "loop
-  stall" range that begins at the step's start, then the provisional
-  samples, then one sample every ``STALL_TICK`` for as long as the stall
-  lasts. So a stall's samples cover it from its start, densely.
+  stall" range that begins at the step's start, then one sample every
+  ``STALL_TICK`` for as long as the stall lasts.
 - The loop thread ends the range itself when the step returns; if the
   watchdog never got the GIL (a C call held it, or the OS did not run the
   loop thread), the loop thread records the whole range then, with the
@@ -56,6 +55,12 @@ SAMPLE_DEPTH: Final = 64
 
 MAX_SAMPLES: Final = 1000
 """Most stack samples per stall; a longer stall keeps one sample in ten."""
+
+EARLY_SAMPLES: Final = False
+"""Whether steps are sampled before they are stalls (from half the
+threshold), to cover a stall from its start. Off: taking a frame sample of
+a step makes frame objects (3.11), which changed when objects are freed in
+anyio's refcycle tests under tracing; only stalls pay for that."""
 
 STALL: Final = "loop stall"
 """The name of the stall range."""
@@ -105,9 +110,11 @@ class Watchdog:
         self._cpu_before: dict[int, tuple[int, int, int, int]] = {}  # the one before
         self._schedstat: dict[int, int] = {}  # native thread id -> open fd
         self._max_early = int(hooks.stall_ns / _TICK_NS) + 2
-        # Steps are sampled early from half the threshold on: a sample makes
-        # frame objects, which a step that is no stall need not pay for.
-        self._early_ns = max(_TICK_NS, hooks.stall_ns // 2)
+        # Off (EARLY_SAMPLES): sampling steps that are no stalls made frame
+        # objects that changed object lifetimes in anyio's refcycle tests.
+        self._early_ns = (
+            max(_TICK_NS, hooks.stall_ns // 2) if EARLY_SAMPLES else 1 << 62
+        )
         self._thread = threading.Thread(
             target=self._run, name="aiotrace-watchdog", daemon=True
         )

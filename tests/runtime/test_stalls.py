@@ -356,8 +356,7 @@ def _the_stall_samples(trace: Trace, cid: int) -> list[Event]:
 
 def test_a_pure_python_loop_is_sampled_densely_at_its_line(trace_path: Path) -> None:
     """A CPU-bound pure-Python loop that holds the loop gets at least 40
-    samples (one every STALL_TICK while it stalls, and the early ones from
-    before it was a stall), each at the loop's line (in its own frame, or
+    samples (one every STALL_TICK while it stalls), each at the loop's line (in its own frame, or
     in the helper the loop calls); none shows one of aiotrace's own frames."""
 
     async def main() -> None:
