@@ -25,8 +25,8 @@ from typing import Any, NamedTuple
 from ._encode import Encoder
 from ._errors import TracingError, TracingWarning
 from ._format.framing import HEADER
-from ._format.spec import EVENTS_LOST
-from ._recorder import Recorder, clock
+from ._format.spec import EVENTS_LOST, C
+from ._recorder import Event, Recorder, ThreadBuffer, clock
 from ._restate import Snapshot, StateTracker, status_records
 
 EVENT_COST = 120
@@ -37,6 +37,21 @@ BATCH_EVENTS = 4096
 
 GENERATION_BYTES = 1 << 20
 """A generation closes after the drain that takes it past this many bytes."""
+
+FIRST_GENERATION_BYTES = 64 << 10
+"""The first generation a consumer gets (a new trace, one that joins a
+running recording) closes after the drain that takes it past this many
+bytes, so a live reader has a whole generation soon, not after 1 MiB."""
+
+
+_START = C["CoroStart"]
+_STEP_ENDS = {
+    C["CoroRunYield"]: C["CoroYield"],
+    C["CoroRunBlock"]: C["CoroBlock"],
+    C["CoroRunEnd"]: C["CoroEnd"],
+}
+"""Each step record's code, and the code of the transition that ends it."""
+_RUN_YIELD = C["CoroRunYield"]
 
 
 class Outbox:
@@ -125,6 +140,7 @@ class Drainer:
         self.interval = interval
         self.generation_bytes = generation_bytes
         self.generation_ns = int(generation_seconds * 1e9)
+        self.first_generation_bytes = FIRST_GENERATION_BYTES
         self.tracker = StateTracker()
         self.encoder = Encoder(follow=self.tracker)
         self.on_generation: Callable[[Generation], None] | None = None
@@ -143,11 +159,24 @@ class Drainer:
         # Odd while a whole generation moves from _parts to on_generation.
         self._handing = 0
         self._rotate_due = False
+        # Whether the open generation is a consumer's first (closes sooner).
+        self._first = True
         self._requests: list[_Request] = []
         self._requests_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._abandoned = False
+        self.hooks: Any = None
+        """The loop hooks' state (``_loop._state.Hooks``), whose per-thread
+        step state places each cut (``Recorder.take``)."""
+        # Buffers that held events this generation.
+        self._seen: set[ThreadBuffer] = set()
+        # (coroutine, start) of a step that ran across a cut and whose start
+        # was written before it, by thread buffer: its record, still to come,
+        # is written as the transition that ends the step.
+        self._restated: dict[ThreadBuffer, tuple[int, int]] = {}
+        self.steps_cut = 0
+        """Steps that ran across a cut, all told (their start restated)."""
         self._thread = threading.Thread(
             target=self._run, name="aiotrace-drain", daemon=True
         )
@@ -257,7 +286,15 @@ class Drainer:
     def drain_once(self) -> None:
         """Takes every thread's pending events and encodes or drops them."""
         encoder = self.encoder
-        for buf, events in self.recorder.take():
+        hooks = self.hooks
+        states = None
+        if hooks is not None:
+            states = {id(ts.events): ts for ts in list(hooks.threads)}
+        restated = self._restated
+        for buf, events in self.recorder.take(states):
+            self._seen.add(buf)
+            if restated and buf in restated and _end_step(events, restated[buf]):
+                del restated[buf]
             for i in range(0, len(events), BATCH_EVENTS):
                 chunk = events[i : i + BATCH_EVENTS]
                 outbox = self.outbox
@@ -283,7 +320,11 @@ class Drainer:
                 if self.on_batch is not None:
                     self.on_batch(buf.thread_id, chunk)
                 self._emit(data)
-                if encoder.bytes >= self.generation_bytes:
+                if encoder.bytes >= (
+                    min(self.first_generation_bytes, self.generation_bytes)
+                    if self._first
+                    else self.generation_bytes
+                ):
                     # Rotated after this drain: a generation is a cut in time.
                     self._rotate_due = True
                 if len(events) > BATCH_EVENTS:
@@ -316,7 +357,11 @@ class Drainer:
                         request.fn()
                     except Exception as exc:
                         request.error = exc
+            # A consumer that joined (or took a snapshot) gets its first
+            # whole generation soon.
+            first = any(request.fn is not None for request in requests)
             self._begin_generation()
+            self._first = first
         except BaseException as exc:
             for request in requests:
                 request.error = request.error or exc
@@ -328,11 +373,13 @@ class Drainer:
     def _begin_generation(self) -> None:
         reported = self.lost_events - self._unreported_lost
         self._rotate_due = False
+        self._first = self.encoder.generation < 0
         self._parts = []
         self._emit(self.encoder.begin_generation(reported))
         self._snapshot = self.tracker.cut()
 
     def _end_generation(self) -> None:
+        self._restate_in_flight()
         self._restate()
         self._emit(self.encoder.end_generation())
         on_generation = self.on_generation
@@ -349,6 +396,40 @@ class Drainer:
             on_generation(whole)
         finally:
             self._handing += 1
+
+    def _restate_in_flight(self) -> None:
+        """Writes the start of each step running across this cut.
+
+        A step is recorded as one record when it ends, with its start; the
+        events it records meanwhile (regions, logs, tasks) precede it. When
+        a cut falls inside the step, those events are in this generation and
+        the record in a later one. So the step's start is written here, as a
+        ``CoroStart`` at its start time on its thread, which gives those
+        events their coroutine; the tracker then restates the coroutine as
+        RUNNING on that thread, and the record, when it comes, is written as
+        the transition that ends the step (``_end_step``).
+        """
+        seen, self._seen = self._seen, set()
+        restated = self._restated
+        for buf in seen:
+            step = buf.in_flight
+            if step is None or restated.get(buf) == step:
+                continue
+            cid, t0 = step
+            if not self.tracker.knows(cid):
+                # An eager task's first step, inside its creator's: its
+                # creation is recorded when that step ends. Left as it is.
+                continue
+            restated[buf] = step
+            self.steps_cut += 1
+            record: Event = (_START, t0, cid)
+            self._emit(
+                self.encoder.encode_batch(
+                    buf.thread_id, buf.name, [record], follow=True
+                )
+            )
+        for buf in [b for b in restated if not b.is_alive()]:
+            del restated[buf]  # its thread exited inside the step
 
     def _restate(self) -> None:
         """Writes the status records of what was alive at the generation's start."""
@@ -389,3 +470,23 @@ def _warn(message: str) -> None:
     # Warnings configured as errors must not kill the thread.
     with contextlib.suppress(Exception):
         warnings.warn(message, TracingWarning, stacklevel=2)
+
+
+def _end_step(events: list[Event], step: tuple[int, int]) -> bool:
+    """Rewrites, in ``events``, the record of the step ``step`` (coroutine,
+    start) whose start was written in an earlier generation, as the
+    transition that ends it, at its end time. Returns whether it was there.
+
+    The record's start may be a little later than the one written (a trio
+    guest run's steps run inside a host callback, whose start the hooks
+    publish), never earlier.
+    """
+    cid, t0 = step
+    for i, ev in enumerate(events):
+        end = _STEP_ENDS.get(ev[0])
+        if end is not None and ev[2] == cid and ev[1] >= t0:
+            # (code, start, cid, duration, *rest) -> (end code, end, cid, *rest)
+            rest = ev[4:] if end != _STEP_ENDS[_RUN_YIELD] else (None,)
+            events[i] = (end, ev[1] + ev[3], cid, *rest)
+            return True
+    return False

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, Final
 
+from ._format.spec import C
+
 clock: Final[Callable[[], int]] = time.perf_counter_ns
 """The trace clock: monotonic nanoseconds (``time.perf_counter_ns``)."""
 
@@ -75,7 +77,7 @@ def _thread_object(ident: int) -> threading.Thread | None:
 class ThreadBuffer:
     """ThreadBuffer holds the events one OS thread has recorded and not yet drained."""
 
-    __slots__ = ("_thread", "events", "ident", "thread_id")
+    __slots__ = ("_thread", "events", "ident", "in_flight", "stuck", "thread_id")
 
     def __init__(self) -> None:
         # Invariant: only the owning thread appends to events; only the
@@ -84,6 +86,10 @@ class ThreadBuffer:
         self.ident = threading.get_ident()
         self.thread_id: int = threading.get_native_id()
         self._thread = _thread_object(self.ident)
+        self.stuck = 0  # a coroutine whose step's end never came (cut_point)
+        self.in_flight: tuple[int, int] | None = None
+        """The (coroutine, start) of the step running at the last ``take``
+        of this buffer, whose record was not yet in it; or None."""
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -132,11 +138,16 @@ class Recorder:
         self._local.events = buf.events
         return buf.events
 
-    def take(self) -> list[tuple[ThreadBuffer, list[Event]]]:
+    def take(
+        self, states: dict[int, Any] | None = None
+    ) -> list[tuple[ThreadBuffer, list[Event]]]:
         """Removes and returns every pending event, grouped by thread.
 
-        Called by one thread at a time (the drainer's). Buffers of threads
-        that have exited and hold nothing are forgotten.
+        ``states`` maps ``id(events list)`` to the loop hooks' ThreadState of
+        that thread: for those, each cut is placed where the hooks' state
+        says which step runs (``cut_point``), and the buffer's ``in_flight``
+        tells it. Called by one thread at a time (the drainer's). Buffers of
+        threads that have exited and hold nothing are forgotten.
         """
         new = self._new
         if new:
@@ -148,7 +159,14 @@ class Recorder:
         for buf in self._buffers:
             alive = buf.is_alive()
             events = buf.events
-            n = len(events)
+            ts = None if states is None else states.get(id(events))
+            if ts is None:  # no loop hooks on it (any more: it exited)
+                n = len(events)
+                buf.in_flight = None
+            elif events:
+                n, buf.in_flight = cut_point(events, ts, buf)
+            else:
+                n = 0
             if n:
                 chunk = events[:n]
                 del events[:n]
@@ -158,3 +176,64 @@ class Recorder:
         if dead:
             self._buffers = [b for b in self._buffers if b.events or b.is_alive()]
         return taken
+
+
+_STEP_RECORDS: Final = frozenset(
+    (C["CoroRunYield"], C["CoroRunBlock"], C["CoroRunEnd"])
+)
+
+CUT_WAIT: Final = 500
+"""Most 0.1 ms waits for a step that is beginning or ending (about 50 ms)."""
+
+
+def cut_point(
+    events: list[Event], ts: Any, buf: ThreadBuffer | None = None
+) -> tuple[int, tuple[int, int] | None]:
+    """Returns where to cut ``events`` now, and the step in flight there.
+
+    ``ts`` is the thread's loop-hook state: ``cur`` is the coroutine whose
+    step runs (0 between steps), ``t0`` its start, ``pending`` the step that
+    started tracing (already restated as RUNNING). The hooks set ``cur``
+    before ``t0`` when a step begins, and clear ``cur`` only after appending
+    the step's record when it ends; so ``cur`` set with ``t0`` clear means
+    the step's record is a few bytecodes away: wait for it.
+
+    The three reads and ``len`` form one consistent view: under the GIL no
+    other thread runs between two attribute loads, and a switch after
+    ``len`` is caught by reading ``cur`` and ``t0`` again. A thread left in
+    that state (its hook failed mid-step) is waited for once (``buf``
+    remembers it), not at every cut.
+    """
+    for _ in range(CUT_WAIT):
+        cur = ts.cur
+        t0 = ts.t0
+        pending = ts.pending
+        n = len(events)
+        if ts.cur != cur or ts.t0 != t0:
+            continue
+        if not cur or pending is not None:
+            return n, None
+        if t0:
+            return n, None if _recorded(events, n, cur, t0) else (cur, t0)
+        if buf is not None and buf.stuck == cur:
+            return n, None
+        time.sleep(0.0001)
+    if buf is not None:
+        buf.stuck = ts.cur
+    return len(events), None
+
+
+def _recorded(events: list[Event], n: int, cid: int, t0: int) -> bool:
+    """Whether the record of ``cid``'s step begun at ``t0`` is already in
+    ``events[:n]`` (trio records a task's last step before its hooks clear
+    the step). Only the step's own events, the tail from ``t0`` on, are
+    looked at."""
+    i = n - 1
+    while i >= 0:
+        ev = events[i]
+        if ev[1] < t0:
+            return False
+        if ev[0] in _STEP_RECORDS and ev[2] == cid:
+            return True
+        i -= 1
+    return False

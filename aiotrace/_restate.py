@@ -176,6 +176,13 @@ class StateTracker:
                     self._ranges[key] = thread
             ranges.clear()
 
+    def knows(self, cid: int) -> bool:
+        """Whether coroutine ``cid`` was seen alive in the events followed
+        (its creation, or a status), as of the last batch."""
+        if cid in self._coros:
+            return True
+        return any(cid in last for last in self._thread_coros.values())
+
     def abort_batch(self) -> None:
         """Forgets the ranges of a batch that failed to encode."""
         self.scope["ranges"].clear()

@@ -72,6 +72,9 @@ class Follower:
         # its own thread's buffer) may be drained after the stall's end.
         self._recent: dict[int, deque[Stall]] = {}
         self._open: dict[int, Stall] = {}  # loop -> its stall going on
+        # Samples drained before the record of the stall they belong to (the
+        # loop thread records a stall it could not announce when it ends).
+        self._early: dict[int, deque[tuple[int, int, Any]]] = {}
         self._stacks: dict[Stack, Stack] = {}
         self._tasks: dict[str, Distribution] = {}
         self._begun: dict[int, tuple[str, int]] = {}  # task id -> (type, begin)
@@ -158,6 +161,11 @@ class Follower:
         recent.append(st)
         if cid > 0:
             self._hold(st, cid)
+        early = self._early.get(loop)
+        if early:
+            for t_s, cid_s, raw in [e for e in early if e[0] >= t]:
+                early.remove((t_s, cid_s, raw))
+                self._add_sample(st, cid_s, raw)
 
     def _gc(self, name: str, t0: int, t1: int) -> None:
         """Adds a collection to the stalls it overlaps (recent ones too: the
@@ -197,11 +205,18 @@ class Follower:
             if st.start_ns <= t and (
                 self._open.get(loop) is st or t <= st.start_ns + st.duration_ns
             ):
-                stack = _stack(raw)
-                st.samples.append(self._stacks.setdefault(stack, stack))
-                if st.coroutine == NO_COROUTINE and cid > 0:
-                    self._hold(st, cid)
+                self._add_sample(st, cid, raw)
                 return
+        early = self._early.get(loop)
+        if early is None:
+            early = self._early[loop] = deque(maxlen=64)
+        early.append((t, cid, raw))
+
+    def _add_sample(self, st: Stall, cid: int, raw: Any) -> None:
+        stack = _stack(raw)
+        st.samples.append(self._stacks.setdefault(stack, stack))
+        if st.coroutine == NO_COROUTINE and cid > 0:
+            self._hold(st, cid)
 
     def stalls(self) -> list[Stall]:
         """The stalls seen, in time order (one still going ends at the last event)."""

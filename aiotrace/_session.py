@@ -79,6 +79,9 @@ class Session:
             )
         except Exception as exc:
             return exc
+        # The drainer places each generation cut between the steps the
+        # hooks run (``Recorder.take``).
+        self.drainer.hooks = self.runtime.hooks
         return None
 
     def stop_runtime(self, *, join: bool = True) -> None:

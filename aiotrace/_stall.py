@@ -36,6 +36,7 @@ import gc
 import os
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import Any, Final
 
@@ -64,6 +65,13 @@ anyio's refcycle tests under tracing; only stalls pay for that."""
 
 STALL: Final = "loop stall"
 """The name of the stall range."""
+
+stall_listeners: list[Callable[[int, int, int, Any], None]] = []
+"""Called (coroutine id or 0, t0, t1, most sampled stack or None) on the loop
+thread when a stall ends (contrib.opentelemetry turns them into span events)."""
+
+tick_listeners: list[Callable[[Hooks, int], None]] = []
+"""Called (hooks, now) on the watchdog thread every tick."""
 
 STALL_CPU: Final = "/loop/stall/cpu:seconds"
 """Metric (on the loop's thread, at a stall's end): CPU time the loop thread
@@ -101,6 +109,9 @@ class Watchdog:
         self._metrics = metrics
         self._stop = threading.Event()
         self._samples: dict[int, int] = {}  # thread ident -> samples this stall
+        # thread ident -> (coroutine id, {innermost frame: [samples, stack]})
+        # of the stall going on, for stall_listeners
+        self.seen: dict[int, tuple[int, dict[Any, list[Any]]]] = {}
         # thread ident -> (t0, [sample, ...]) of the long step running there.
         self._early: dict[int, tuple[int, list[tuple[Any, ...]]]] = {}
         # thread ident -> (t0, time, cpu ns, run-queue ns): a reading of the
@@ -165,6 +176,8 @@ class Watchdog:
                             self._read_cpu(ts, t0, now)
                 if metrics is not None:
                     metrics.maybe_sample(now)
+                for fn in tick_listeners:
+                    fn(hooks, now)
         except Exception as exc:  # pragma: no cover - reported, tracing goes on
             hooks.fail("watchdog", exc)
         finally:
@@ -242,6 +255,11 @@ class Watchdog:
             sample = self._sample(ts)
             if sample is not None and ts.t0 == t0:  # not taken after the step
                 events.append(sample)
+                if stall_listeners:
+                    stack = sample[5]
+                    seen = self.seen.setdefault(ts.ident, (ts.cur, {}))[1]
+                    at = seen.setdefault(stack[0] if stack else None, [0, stack])
+                    at[0] += 1
 
     def stall_end(self, ts: ThreadState, t0: int, t1: int) -> None:
         """Called on the loop thread when a step from t0 to t1 was a stall."""
@@ -280,6 +298,20 @@ class Watchdog:
                     )
             ts.events.append((_RANGE_END, t1, STALL, _LOOP, ts.loop, None))
             self._samples.pop(ts.ident, None)
+            seen = self.seen.pop(ts.ident, None)
+        if stall_listeners:
+            cid, stack = self.blocking(seen)
+            for fn in stall_listeners:
+                fn(cid, t0, t1, stack)
+
+    def blocking(
+        self, seen: tuple[int, dict[Any, list[Any]]] | None
+    ) -> tuple[int, Any]:
+        """(coroutine id, stack sampled most often at its innermost frame)
+        of a stall's samples (``seen``), or (0, None) without samples."""
+        if not seen or not seen[1]:
+            return 0, None
+        return seen[0], max(seen[1].values(), key=lambda at: at[0])[1]
 
 
 def _is_own(filename: str, cache: dict[str, bool] = {}) -> bool:  # noqa: B006

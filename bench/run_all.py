@@ -26,6 +26,7 @@ BENCHMARKS = (
     "bench_probe.py",
     "bench_flight.py",
     "bench_aiohttp.py",
+    "bench_otel.py",
 )
 
 

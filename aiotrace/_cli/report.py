@@ -15,18 +15,20 @@ ORDER = 41
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_export_arguments(p, "HTML", ".html")
     p.add_argument(
-        "--max-spans",
-        type=int,
-        default=250_000,
-        metavar="N",
-        help="the most timeline spans to embed; more are merged (default: 250000)",
+        "--max-mb",
+        type=float,
+        default=10.0,
+        metavar="MB",
+        help="the page's budget for timeline data; beyond it, the busiest rows "
+        "show coarser detail (default: 10)",
     )
     p.add_argument(
         "--max-coroutines",
         type=int,
         default=200,
         metavar="N",
-        help="the most coroutines given a timeline row (default: 200)",
+        help="the most coroutines given a timeline row, chosen by stalls, waits, "
+        "time lost and slow tasks; the rest are found by search (default: 200)",
     )
 
 
@@ -34,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from ..export import write_report
     from ..reader import TraceError
 
-    if args.max_spans < 1 or args.max_coroutines < 0:
-        args.parser.error("--max-spans must be at least 1, --max-coroutines at least 0")
+    if not args.max_mb >= 0.1 or args.max_coroutines < 0:
+        args.parser.error("--max-mb must be at least 0.1, --max-coroutines at least 0")
     opened = open_for_export(args, ".html")
     if opened is None:
         return 1
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
                 source,
                 out,
                 title=os.path.basename(args.file),
-                max_spans=args.max_spans,
+                max_bytes=int(args.max_mb * 1_000_000),
                 max_coroutines=args.max_coroutines,
             )
     except TraceError as exc:
@@ -61,5 +63,21 @@ def run(args: argparse.Namespace) -> int:
             f"the {result.events} events read before it",
             file=sys.stderr,
         )
-    print(f"wrote {out}: {result.events} events")
+    print(
+        f"wrote {out}: {result.events} events, {result.page_bytes / 1e6:.1f} MB, "
+        f"timeline detail {_fmt_res(result.loops_resolution_ns)} or finer"
+        + (
+            f" ({_fmt_res(result.timeline_resolution_ns)} on some coroutine rows)"
+            if result.timeline_resolution_ns > result.loops_resolution_ns
+            else ""
+        )
+    )
     return 0
+
+
+def _fmt_res(ns: int) -> str:
+    if ns >= 1_000_000_000:
+        return f"{ns / 1e9:g} s"
+    if ns >= 1_000_000:
+        return f"{ns / 1e6:g} ms"
+    return f"{ns / 1e3:g} µs"

@@ -197,7 +197,6 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
                 ts.t0 = 0
                 t1 = clock()
                 if kind:
-                    ts.cur = 0
                     waiter = task._fut_waiter
                     if waiter is None:
                         if task.done():
@@ -209,6 +208,9 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
                     else:
                         reason, stack = block(task.get_coro(), waiter)
                         ts.events.append((_RUN_BLOCK, t0, cid, t1 - t0, reason, stack))
+                    # Cleared once the record is in: a generation cut that
+                    # sees cur set and t0 clear waits for it (_drain).
+                    ts.cur = 0
                 else:
                     ts.handle = None
                 if t1 - t0 > stall_ns:

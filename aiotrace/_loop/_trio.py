@@ -289,7 +289,6 @@ def _instrument_class(trio: Any) -> Any:
                 if not self._guest:
                     ts.t0 = 0
                 cid = ts.cur
-                ts.cur = 0
                 if cid and not self._exited:
                     if self._yielded:
                         ts.events.append((_RUN_YIELD, t0, cid, t1 - t0))
@@ -297,6 +296,7 @@ def _instrument_class(trio: Any) -> Any:
                         reason = self._reason(task)
                         self._blocked[cid] = reason
                         ts.events.append((_RUN_BLOCK, t0, cid, t1 - t0, reason, None))
+                ts.cur = 0  # once the record is in (see _drain)
                 if t1 - t0 > self._h.stall_ns and not self._guest:
                     self._h.stall_end(ts, t0, t1)
             except Exception as exc:

@@ -107,7 +107,6 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
                 args = ()
             t1 = clock()
             ts.t0 = 0
-            ts.cur = prev
             try:
                 if result is None or result.done():
                     ts.events.append((_RUN_YIELD, t0, cid, t1 - t0))
@@ -118,6 +117,8 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
                     h.stall_end(ts, t0, t1)
             except Exception as exc:
                 h.fail("uvloop step", exc)
+            finally:
+                ts.cur = prev  # once the record is in (see _drain)
             try:
                 return result
             finally:
@@ -126,9 +127,9 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
         def _end(self, ts: ThreadState, prev: int, t0: int, how: str) -> None:
             t1 = clock()
             ts.t0 = 0
-            ts.cur = prev
             ids.pop(self._key, None)
             ts.events.append((_RUN_END, t0, self._cid, t1 - t0, how))
+            ts.cur = prev  # once the record is in (see _drain)
             if t1 - t0 > h.stall_ns:
                 h.stall_end(ts, t0, t1)
 

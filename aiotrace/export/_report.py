@@ -12,7 +12,7 @@ from typing import IO, Any, TextIO
 
 from ..reader import Event, Reader
 from ._source import Source
-from ._timeline import TimelineBuilder
+from ._timeline import DEFAULT_MAX_BYTES, TimelineBuilder
 
 MAX_STALLS = 500
 MAX_COROUTINE_GROUPS = 1000
@@ -28,15 +28,25 @@ class ReportResult:
     Attributes:
         events: trace events read.
         truncated: the reader's error text for a trace cut short, or None.
-        timeline_resolution_ns: 0 if the timeline holds every span, else
-            the gap below which spans of one kind were merged to fit.
-        coroutines_left_out: coroutines without a row of their own.
+        timeline_resolution_ns: the timeline's detail where it is coarsest:
+            every row shows real spans down to this resolution (spans
+            shorter than it, closer than it, are merged into blocks).
+        loops_resolution_ns: the same, over the rows of loops, threads
+            and user tasks (not coroutines).
+        coroutines_left_out: coroutines without a row of their own (each
+            is still in the search index, unless ``search_left_out``).
+        search_left_out: coroutines and tasks left out of the search index
+            to fit the budget (the shortest-lived).
+        page_bytes: the size of the page written.
     """
 
     events: int
     truncated: str | None
     timeline_resolution_ns: int
+    loops_resolution_ns: int
     coroutines_left_out: int
+    search_left_out: int
+    page_bytes: int
 
 
 def _events(source: Source) -> tuple[Iterable[Event], IO[bytes] | None]:
@@ -52,7 +62,7 @@ def build_report_data(
     source: Source,
     *,
     title: str = "",
-    max_spans: int = 250_000,
+    max_bytes: int = DEFAULT_MAX_BYTES,
     max_coroutines: int = 200,
 ) -> dict[str, Any]:
     """Reads a trace once and returns the report's data, JSON-able.
@@ -64,7 +74,7 @@ def build_report_data(
     """
     from ..analysis import analyze
 
-    timeline = TimelineBuilder(max_spans=max_spans, max_coroutines=max_coroutines)
+    timeline = TimelineBuilder(max_bytes=max_bytes, max_coroutines=max_coroutines)
     events, f = _events(source)
 
     def feed() -> Iterator[Event]:
@@ -138,30 +148,11 @@ def render_report(data: dict[str, Any]) -> str:
     """Returns the report page for ``build_report_data``'s result."""
     template = resources.files(__package__).joinpath("_report.html").read_text("utf-8")
     # Inside <script>, "</" could end the element: escape every "<".
-    payload = json.dumps(
-        _delta_encoded(data), separators=(",", ":"), ensure_ascii=False
-    ).replace("<", "\\u003c")
+    payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace(
+        "<", "\\u003c"
+    )
     page = template.replace(_PLACEHOLDER, payload, 1)
     return page.replace("__AIOTRACE_TITLE__", html.escape(data["title"] or "trace"))
-
-
-def _delta_encoded(data: dict[str, Any]) -> dict[str, Any]:
-    """The data with each row's spans as (start - previous start, duration, ...).
-
-    Small numbers make the page about half the size; the page decodes them.
-    """
-    rows = []
-    for row in data["timeline"]["rows"]:
-        spans = row["spans"]
-        enc = spans[:]
-        prev = 0
-        for i in range(0, len(spans), 5):
-            start = spans[i]
-            enc[i] = start - prev
-            enc[i + 1] = spans[i + 1] - start
-            prev = start
-        rows.append({**row, "spans": enc})
-    return {**data, "timeline": {**data["timeline"], "rows": rows}}
 
 
 def write_report(
@@ -169,7 +160,7 @@ def write_report(
     out: str | os.PathLike[str] | TextIO,
     *,
     title: str = "",
-    max_spans: int = 250_000,
+    max_bytes: int = DEFAULT_MAX_BYTES,
     max_coroutines: int = 200,
 ) -> ReportResult:
     """Writes a self-contained HTML report of a trace, reading it once.
@@ -177,16 +168,19 @@ def write_report(
     The page holds a zoomable timeline of loops, threads, user tasks and
     coroutines, latency histograms per task type, the coroutine analysis
     table, loop utilisation and the stalls with their stack samples. It
-    loads nothing from the network. Memory is bounded: the timeline keeps
-    at most ``max_spans`` spans (merging short ones when there are more)
-    and rows for the first ``max_coroutines`` coroutines; the page says
-    when it left something out.
+    loads nothing from the network. The timeline holds every row at
+    several levels of detail, down to 1 µs where the budget allows, rows
+    for the ``max_coroutines`` coroutines that held stalls, waited, lost
+    time or ran the slowest tasks, and a search index of every coroutine
+    and user task; its data stays within about ``max_bytes`` (the finest
+    levels of the busiest rows go first), and the page says how fine it
+    is and what it left out.
 
     Args:
         source: a trace path, a binary file object, or an iterable of events.
         out: the path to write, or a text file object.
         title: the page's title (the trace's name).
-        max_spans: the most timeline spans the page embeds.
+        max_bytes: the budget for the timeline's data in the page.
         max_coroutines: the most coroutines given a timeline row.
 
     Raises:
@@ -195,7 +189,7 @@ def write_report(
         OSError: the source or the output cannot be opened.
     """
     data = build_report_data(
-        source, title=title, max_spans=max_spans, max_coroutines=max_coroutines
+        source, title=title, max_bytes=max_bytes, max_coroutines=max_coroutines
     )
     page = render_report(data)
     if isinstance(out, str | os.PathLike):
@@ -208,5 +202,8 @@ def write_report(
         data["events"],
         data["truncated"],
         tl["resolution_ns"],
+        tl["loops_resolution_ns"],
         tl["coroutines_left_out"],
+        tl["index_left_out"],
+        len(page.encode("utf-8")),
     )

@@ -1,17 +1,36 @@
-"""The report's timeline: spans per row, built in one pass, in bounded memory.
+"""The report's timeline: rows of spans at several levels of detail, in one pass.
 
 Rows: for each loop, its busy time, its coroutine steps and its stalls
 (with GC); for each thread that worked off a loop, its ranges (executor
-work); for each user task type, its tasks; and for the first
-``max_coroutines`` coroutines, their states. Every span is kept until
-there are more than ``max_spans``; then spans of one kind closer than a
-resolution are merged, the resolution doubling until they fit, so a trace
-of any length makes a page of bounded size. The page says when it did.
+work); for each user task type, its tasks in lanes; and for the
+coroutines worth seeing (chosen at the end, see ``_CRITERIA``), their
+states.
+
+Level of detail: every row keeps its spans at ``LEVELS`` resolutions,
+``RES0_NS`` times a power of ``FACTOR``. At level L, spans shorter than
+its resolution that follow each other within it are merged into one block
+(counting them, coloured as the longest); longer spans stay as they are.
+Each level is fed by the one below, so a span costs work only at the
+levels where it is still visible. The page draws the coarsest level still
+finer than a pixel, so zooming anywhere shows real spans down to the
+finest level kept.
+
+Size: each level is kept as the page embeds it (varints), so memory and
+the page grow together. A row's level that outgrows ``row_cap`` bytes is
+dropped while reading (that row then shows the next coarser level); at
+the end, the finest levels of the biggest rows are dropped until the page
+fits ``max_bytes``. The page says how fine it is.
+
+Search: every coroutine and user task gets an entry (start, end, name,
+id, row) in an index the page searches; beyond a quarter of the budget,
+the shortest-lived are left out.
 """
 
 from __future__ import annotations
 
+import base64
 import heapq
+from array import array
 from typing import Any
 
 from ..reader import (
@@ -35,131 +54,326 @@ KINDS = (
     "waiting",
 )
 _KIND = {k: i for i, k in enumerate(KINDS)}
+_RUNNING, _RUNNABLE, _WAITING = _KIND["running"], _KIND["runnable"], _KIND["waiting"]
+_STEP = _KIND["step"]
+_ST = EventKind.STATE_TRANSITION
+_COROUTINE, _LOOP = ResourceKind.COROUTINE, ResourceKind.LOOP
+_CORO_RUNNING, _LOOP_RUNNING = CoroState.RUNNING, LoopState.RUNNING
+RES0_NS = 1000
+"""The finest resolution: 1 µs."""
+FACTOR = 8
+"""Each level's resolution is this many times the one below."""
+LEVELS = 10
+"""1 µs, 8 µs, 64 µs, 512 µs, 4 ms, 33 ms, 262 ms, 2.1 s, 17 s, 134 s."""
+RES = tuple(RES0_NS * FACTOR**i for i in range(LEVELS))
 MAX_NAMES = 20_000
-"""The most distinct span names the page holds."""
+"""The most distinct span and coroutine names the page holds."""
 MAX_LANES = 12
 """Lanes per task type; more overlapping tasks share the last lane."""
+DEFAULT_MAX_BYTES = 10_000_000
+"""The default page budget for the timeline and its search index."""
+_PROMOTE = 16384
+"""Spans a coroutine buffers before it gets levels of its own."""
+_IDLE_REASONS = frozenset(("io", "sleep", "timer", ""))
+"""Waits that are a coroutine idling, not blocked on another's work."""
+
+_CRITERIA = (
+    ("stall", "held the loop in a stall for"),
+    ("wait", "waited (not on I/O or sleep) at most"),
+    ("task", "ran a user task of"),
+    ("lost", "runnable (ready, not run) for"),
+    ("step", "longest step"),
+)
+"""How coroutine rows are chosen: the top of each, in turn."""
+MIN_SCORE_NS = 1_000_000
+"""Below this, a coroutine gets a row only among the first ``ALWAYS`` of a criterion."""
+ALWAYS = 3
+PER_FUNCTION = 5
+"""The most rows one coroutine function gets for one criterion (but stalls)."""
+
+
+def _uv(out: bytearray, v: int) -> None:
+    if v < _SMALL:
+        out += _VB[v]
+        return
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+
+
+_SMALL = 1 << 14
+_VB: list[bytes] = []
+_VB += (bytes((v,)) for v in range(0x80))
+_VB += (bytes(((v & 0x7F) | 0x80, v >> 7)) for v in range(0x80, _SMALL))
+"""The varints of 0 to 16383, made once."""
+
+
+class _Lod:
+    """_Lod holds one row's spans at every level, encoded as the page embeds them.
+
+    Per level, a span is (zigzag start delta, duration, head[, count]) in
+    units of the level's resolution, varint-encoded; head is
+    ``(name << 4 | kind) << 1 | merged``; a merged span (a block) carries
+    ``count << 4 | fill``, fill being the share of it its spans cover, in
+    16ths (``15 * covered // length``).
+
+    Invariant: ``out[L]`` is None once level L outgrew ``cap`` (dropped);
+    ``pend[L]`` maps a merge key (0 on exclusive rows, else the kind) to
+    the block being merged: [start, end, kind, name, count, longest, covered].
+    """
+
+    __slots__ = ("cap", "exclusive", "last", "out", "pend")
+
+    def __init__(self, exclusive: bool, cap: int) -> None:
+        self.exclusive = exclusive
+        self.cap = cap
+        self.out: list[bytearray | None] = [bytearray() for _ in RES]
+        self.pend: list[dict[int, list[int]]] = [{} for _ in RES]
+        self.last = [0] * LEVELS
+
+    def add(
+        self, s: int, e: int, k: int, n: int, c: int = 1, cov: int = -1, lv: int = 0
+    ) -> None:
+        """Adds a span (times relative to the trace's start) at level ``lv`` up.
+
+        ``c`` spans covering ``cov`` ns of it (all of it if -1) stand behind it.
+        """
+        if cov < 0:
+            cov = e - s
+        while lv < LEVELS:
+            r = RES[lv]
+            d = e - s
+            pend = self.pend[lv]
+            key = 0 if self.exclusive else k
+            p = pend.get(key)
+            if p is not None:
+                if d < r and s - p[1] < r:
+                    if e > p[1]:  # noqa: PLR1730 (the hot path: max() costs a call)
+                        p[1] = e
+                    p[4] += c
+                    p[6] += cov
+                    if p[3] != n:
+                        p[3] = 0
+                    if d > p[5]:
+                        p[5] = d
+                        p[2] = k
+                    return
+                del pend[key]
+                self._write(lv, p)
+                self.add(p[0], p[1], p[2], p[3], p[4], p[6], lv + 1)
+            if d < r:
+                pend[key] = [s, e, k, n, c, d, cov]
+                return
+            self._write(lv, (s, e, k, n, c, d, cov))
+            lv += 1
+
+    def _write(self, lv: int, p: Any) -> None:
+        out = self.out[lv]
+        if out is None:
+            return
+        s, e, k, n, c, _, cov = p
+        r = RES[lv]
+        qs = s // r
+        dq = qs - self.last[lv]
+        self.last[lv] = qs
+        z = dq << 1 if dq >= 0 else (-dq << 1) - 1
+        du = e // r - qs
+        if c == 1:
+            head = (n << 5) | (k << 1)
+            if z < _SMALL and du < _SMALL and head < _SMALL:
+                out += _VB[z] + _VB[du] + _VB[head]
+            else:
+                _uv(out, z)
+                _uv(out, du)
+                _uv(out, head)
+            if len(out) > self.cap:
+                self.out[lv] = None
+            return
+        _uv(out, z)
+        _uv(out, du)
+        if c > 1:
+            # A block: how many spans, and how much of it they cover, in 16ths.
+            _uv(out, (n << 5) | (k << 1) | 1)
+            _uv(out, c << 4 | (15 * cov // (e - s) if e > s else 15))
+        else:
+            _uv(out, (n << 5) | (k << 1))
+        if len(out) > self.cap:
+            self.out[lv] = None
+
+    def flush(self) -> None:
+        """Writes every block still being merged, finest level first."""
+        for lv in range(LEVELS):
+            pend = self.pend[lv]
+            while pend:
+                _, p = pend.popitem()
+                self._write(lv, p)
+                if lv + 1 < LEVELS:
+                    self.add(p[0], p[1], p[2], p[3], p[4], p[6], lv + 1)
 
 
 class _Row:
-    """_Row is one timeline row: closed spans, as a flat list of ints.
+    """_Row is one timeline row: its label, its open spans and its levels."""
 
-    Invariant: ``spans`` holds (start, end, kind, name, merged) per span,
-    flattened, in the order the spans ended.
-    """
+    __slots__ = ("group", "info", "label", "lod", "open", "order")
 
-    __slots__ = ("group", "label", "open", "order", "spans")
-
-    def __init__(self, group: str, label: str, order: tuple[int, int]) -> None:
+    def __init__(
+        self, group: str, label: str, order: tuple[int, int], lod: _Lod
+    ) -> None:
         self.group = group
         self.label = label
         self.order = order
-        self.spans: list[int] = []
+        self.info = ""
+        self.lod = lod
         self.open: dict[Any, tuple[int, int, int]] = {}
 
 
-class TimelineBuilder:
-    """TimelineBuilder collects the report's timeline from events in order."""
+class _Coro:
+    """_Coro is what the timeline knows of one coroutine while it lives.
 
-    def __init__(self, *, max_spans: int = 250_000, max_coroutines: int = 200) -> None:
-        self.max_spans = max_spans
+    Invariant: its closed state spans are in ``buf`` as (start, end,
+    name << 4 | kind) until there are ``_PROMOTE`` of them; then in
+    ``lod``, and ``buf`` is None.
+    """
+
+    __slots__ = (
+        "begin",
+        "buf",
+        "code",
+        "id",
+        "in_stall",
+        "lod",
+        "lost",
+        "since",
+        "stall",
+        "step",
+        "task",
+        "wait",
+        "wait_reason",
+    )
+
+    def __init__(self, cid: int, t: int) -> None:
+        self.id = cid
+        self.begin = t
+        self.since = t
+        self.code = -1  # the open state's (name << 4 | kind); -1: none
+        self.buf: array[int] | None = array("q")
+        self.lod: _Lod | None = None
+        self.stall = 0  # ns of steps during which a loop stall began
+        self.in_stall = False
+        self.wait = 0  # the longest wait not on I/O or sleep
+        self.wait_reason = ""
+        self.task = 0  # the longest user task begun in it
+        self.lost = 0  # ns runnable
+        self.step = 0  # the longest step
+
+    def score(self, criterion: str) -> int:
+        """The coroutine's figure for one of ``_CRITERIA``."""
+        return int(getattr(self, criterion))
+
+
+class TimelineBuilder:
+    """TimelineBuilder collects the report's timeline from events in order.
+
+    Args:
+        max_bytes: the page budget for the timeline and its search index.
+        max_coroutines: the most coroutines given a row of their own.
+    """
+
+    def __init__(
+        self, *, max_bytes: int = DEFAULT_MAX_BYTES, max_coroutines: int = 200
+    ) -> None:
+        self.max_bytes = max_bytes
         self.max_coroutines = max_coroutines
-        self.resolution_ns = 0
+        self.row_cap = max(max_bytes // 8, 4096)
         self.origin: int | None = None
         self.now = 0
         self._rows: dict[Any, _Row] = {}
-        self._names: dict[str, int] = {}
-        self._spans = 0
-        self._coro_rows = 0
-        self.coroutines_left_out = 0
+        self._names: dict[str, int] = {"": 0}
         self._coro_label: dict[int, str] = {}
-        self._coro_loop: dict[int, int] = {}
-        self._task_type: dict[int, str] = {}
+        self._coros: dict[int, _Coro] = {}
+        self._loop_coro: dict[int, int] = {}  # loop -> coroutine running on it
+        self._coro_loop: dict[int, int] = {}  # coroutine running -> its loop
+        # task id -> (type, lane, begin, the coroutine that began it)
+        self._task_open: dict[int, tuple[str, int, int, int]] = {}
+        self._lanes: dict[str, list[int]] = {}  # task type -> open tasks per lane
+        self._stalled: set[int] = set()  # loops in a stall
+        self._loops: dict[int, tuple[_Row, _Row, _Row]] = {}
+        self._codes: dict[tuple[int, str], int] = {}  # (kind, reason) -> code
+        self._step_names: dict[int, int] = {}  # coroutine -> name of its steps
         self._loop_labels: dict[int, str] = {}
         self._thread_labels: dict[int, str] = {}
+        # Candidates for coroutine rows: a min-heap of (score, id) per criterion,
+        # and the ended coroutines some heap still holds, with how many do.
+        self._heaps: dict[str, list[tuple[int, int]]] = {c: [] for c, _ in _CRITERIA}
+        self._kept: dict[int, tuple[_Coro, int, int]] = {}  # id -> coro, end, refs
+        self._kept_refs: dict[int, int] = {}
+        # The search index: one entry per coroutine and user task.
+        self._ix_kind = array("b")
+        self._ix_id = array("q")
+        self._ix_name = array("q")
+        self._ix_start = array("q")
+        self._ix_end = array("q")
+        self._ix_lane = array("q")
+        self._lane_keys: dict[Any, int] = {}
+        self.coroutines = 0
 
     # -- rows and spans ----------------------------------------------------
 
-    def _name(self, s: str, fallback: str = "") -> int:
-        """The index of ``s`` in the name table; of ``fallback`` once it is full.
-
-        Names made of a task's type and id are one per task: past
-        MAX_NAMES, spans are named by their type alone.
-        """
+    def _name(self, s: str) -> int:
+        """The index of ``s`` in the name table; 0 (no name) once it is full."""
         i = self._names.get(s)
         if i is None:
-            if len(self._names) >= MAX_NAMES and fallback:
-                return self._name(fallback)
+            if len(self._names) >= MAX_NAMES:
+                return 0
             i = self._names[s] = len(self._names)
         return i
 
-    def _row(self, key: Any, group: str, label: str, order: tuple[int, int]) -> _Row:
+    def _row(
+        self,
+        key: Any,
+        group: str,
+        label: str,
+        order: tuple[int, int],
+        exclusive: bool = False,
+    ) -> _Row:
         row = self._rows.get(key)
         if row is None:
-            row = self._rows[key] = _Row(group, label, order)
+            row = self._rows[key] = _Row(
+                group, label, order, _Lod(exclusive, self.row_cap)
+            )
         return row
 
-    def _open(
-        self, row: _Row, key: Any, t: int, kind: str, name: str, fallback: str = ""
-    ) -> None:
-        row.open[key] = (t, _KIND[kind], self._name(name, fallback))
+    def _open(self, row: _Row, key: Any, t: int, kind: str, name: str) -> None:
+        row.open[key] = (t, _KIND[kind], self._name(name))
 
     def _close(self, row: _Row, key: Any, t: int) -> None:
         span = row.open.pop(key, None)
         if span is None:
             return
         start, kind, name = span
-        row.spans += (start, t, kind, name, 1)
-        self._spans += 1
-        if self._spans > self.max_spans:
-            self._compact()
-
-    def _compact(self) -> None:
-        """Merges spans of one kind closer than the resolution, until they fit."""
-        while self._spans > self.max_spans * 3 // 4:
-            self.resolution_ns = max(self.resolution_ns * 2, 1000)
-            self._merge(self.resolution_ns)
-
-    def _merge(self, res: int) -> None:
-        merged_name = self._name("")
-        total = 0
-        for row in self._rows.values():
-            spans = row.spans
-            out: list[int] = []
-            last: dict[int, int] = {}  # kind -> index in out of its last span
-            for i in range(0, len(spans), 5):
-                s, e, k, n, m = spans[i : i + 5]
-                j = last.get(k)
-                if j is not None and s - out[j + 1] < res:
-                    out[j + 1] = max(out[j + 1], e)
-                    if out[j + 3] != n:
-                        out[j + 3] = merged_name
-                    out[j + 4] += m
-                    continue
-                last[k] = len(out)
-                out += (s, e, k, n, m)
-            row.spans = out
-            total += len(out) // 5
-        self._spans = total
+        o = self.origin or 0
+        row.lod.add(start - o, t - o, kind, name)
 
     # -- events ------------------------------------------------------------
 
     def __call__(self, ev: Event) -> None:
         """Takes one event, in the reader's order."""
-        t = ev.time
+        # An Event is a tuple (kind, time, coroutine, loop, thread, stack,
+        # details): unpacking it is the fast way through millions of them.
+        kind, t, _, loop, _, _, d = ev
         if self.origin is None:
             self.origin = t
-        self.now = max(self.now, t)
+        if t > self.now:  # noqa: PLR1730 (the hot path)
+            self.now = t
         t = self.now
-        kind = ev.kind
-        if kind is EventKind.STATE_TRANSITION:
-            st = ev.state_transition
-            rid = st.resource.id
-            if st.resource.kind is ResourceKind.COROUTINE:
-                self._coro(ev, rid, st.old, st.new, st.reason, t)
-            elif st.resource.kind is ResourceKind.LOOP:
-                row = self._loop_row(rid, "busy")
-                if st.new is LoopState.RUNNING:
+        if kind is _ST:
+            rk, rid = d.resource
+            if rk is _COROUTINE:
+                self._coro(loop, rid, d.old, d.new, d.reason, t)
+            elif rk is _LOOP:
+                row = self._loop_rows(rid)[0]
+                if d.new is _LOOP_RUNNING:
                     if "run" not in row.open:
                         self._open(row, "run", t, "busy", "running")
                 else:
@@ -168,41 +382,48 @@ class TimelineBuilder:
             row, key, name, k = self._range(ev)
             if key not in row.open:
                 self._open(row, key, t, k, name)
+                if k == "stall":
+                    self._stall_began(ev)
         elif kind is EventKind.RANGE_END:
-            row, key, _, _ = self._range(ev)
+            row, key, _, k = self._range(ev)
             self._close(row, key, t)
+            if k == "stall":
+                self._stalled.discard(self._stall_loop(ev))
         elif kind is EventKind.TASK_BEGIN:
             task = ev.task
-            self._task_type[task.id] = task.type
-            row = self._row(("task", task.type), "tasks", task.type, (2, 0))
-            self._open(row, task.id, t, "task", f"{task.type} {task.id}", task.type)
+            self._task_begin(task.id, task.type, t, ev.coroutine)
         elif kind is EventKind.TASK_END:
             task = ev.task
-            ttype = self._task_type.pop(task.id, task.type or f"task {task.id}")
-            row = self._row(("task", ttype), "tasks", ttype, (2, 0))
-            if task.id not in row.open:  # begun before the trace
-                self._open(
-                    row, task.id, self.origin, "task", f"{ttype} {task.id}", ttype
+            if task.id not in self._task_open:  # begun before the trace
+                self._task_begin(
+                    task.id, task.type or f"task {task.id}", self.origin, -1
                 )
-            self._close(row, task.id, t)
+            self._task_end(task.id, t)
         elif kind is EventKind.LABEL:
             label = ev.label
             rk, rid = label.resource
             if rk is ResourceKind.COROUTINE:
                 self._coro_label.setdefault(rid, label.label)
-                crow = self._rows.get(("coro", rid))
-                if crow is not None and crow.label.endswith(f"C{rid}"):
-                    crow.label = f"C{rid} {label.label}"
             elif rk is ResourceKind.LOOP:
                 self._loop_labels.setdefault(rid, label.label)
             elif rk is ResourceKind.THREAD:
                 self._thread_labels.setdefault(rid, label.label)
 
-    def _loop_row(self, loop: int, part: str) -> _Row:
-        order = {"busy": 0, "steps": 1, "stalls & GC": 2}[part]
-        return self._row(
-            ("loop", loop, part), f"loop {loop}", part, (0, loop * 4 + order)
-        )
+    def _loop_rows(self, loop: int) -> tuple[_Row, _Row, _Row]:
+        """A loop's rows: busy, steps, and stalls & GC."""
+        rows = self._loops.get(loop)
+        if rows is None:
+            rows = self._loops[loop] = tuple(  # type: ignore[assignment]
+                self._row(
+                    ("loop", loop, part),
+                    f"loop {loop}",
+                    part,
+                    (0, loop * 4 + i),
+                    exclusive=part != "stalls & GC",
+                )
+                for i, part in enumerate(("busy", "steps", "stalls & GC"))
+            )
+        return rows  # type: ignore[return-value]
 
     def _range(self, ev: Event) -> tuple[_Row, Any, str, str]:
         r = ev.range
@@ -217,52 +438,198 @@ class TimelineBuilder:
             if ev.stack and name == "executor":
                 name = f"executor: {ev.stack.frames[0].func}"
         if sk is ResourceKind.LOOP:
-            row = self._loop_row(sid, "stalls & GC")
+            row = self._loop_rows(sid)[2]
         elif sk is ResourceKind.THREAD:
             row = self._row(("thread", sid), "threads", f"thread {sid}", (1, sid))
         elif ev.loop != NO_LOOP:
-            row = self._loop_row(ev.loop, "stalls & GC")
+            row = self._loop_rows(ev.loop)[2]
         else:
             row = self._row(
                 ("thread", ev.thread), "threads", f"thread {ev.thread}", (1, ev.thread)
             )
         return row, (r.name, int(sk), sid, ev.thread), name, kind
 
-    def _coro(
-        self, ev: Event, cid: int, old: Any, new: Any, reason: str, t: int
-    ) -> None:
-        if old is CoroState.RUNNING:
-            loop = self._coro_loop.pop(cid, None)
-            if loop is not None:
-                self._close(self._loop_row(loop, "steps"), cid, t)
-        if new is CoroState.RUNNING and ev.loop != NO_LOOP:
-            self._coro_loop[cid] = ev.loop
-            label = self._coro_label.get(cid, "")
-            name = label.split(" ", 1)[0] if label else f"C{cid}"
-            self._open(self._loop_row(ev.loop, "steps"), cid, t, "step", name)
-        row = self._rows.get(("coro", cid))
-        if row is None:
-            if old not in (CoroState.NOT_EXIST, CoroState.UNDETERMINED):
-                return  # left out, or never seen begin
-            if self._coro_rows >= self.max_coroutines:
-                self.coroutines_left_out += 1
-                return
-            self._coro_rows += 1
-            label = self._coro_label.get(cid, "")
-            row = self._row(
-                ("coro", cid),
-                "coroutines",
-                f"C{cid} {label}" if label else f"C{cid}",
-                (3, cid),
-            )
-        self._close(row, "state", t)
-        if new is CoroState.RUNNING:
-            self._open(row, "state", t, "running", "running")
-        elif new is CoroState.RUNNABLE:
-            self._open(row, "state", t, "runnable", "runnable")
-        elif new is CoroState.WAITING:
-            self._open(row, "state", t, "waiting", f"waiting: {reason or '?'}")
+    def _stall_loop(self, ev: Event) -> int:
+        sk, sid = ev.range.scope
+        return sid if sk is ResourceKind.LOOP else ev.loop
+
+    def _stall_began(self, ev: Event) -> None:
+        # The stall's range begins when the step that stalls began: the
+        # coroutine running then, or starting while it is open, held it.
+        loop = self._stall_loop(ev)
+        self._stalled.add(loop)
+        cid = self._loop_coro.get(loop)
+        c = self._coros.get(cid) if cid is not None else None
+        if c is not None:
+            c.in_stall = True
+
+    # -- user tasks ----------------------------------------------------------
+
+    def _task_begin(self, tid: int, ttype: str, t: int, coro: int) -> None:
+        lanes = self._lanes.setdefault(ttype, [])
+        if 0 in lanes:
+            lane = lanes.index(0)
+        elif len(lanes) < MAX_LANES:
+            lane = len(lanes)
+            lanes.append(0)
         else:
+            lane = MAX_LANES - 1
+        lanes[lane] += 1
+        self._task_open[tid] = (ttype, lane, t, coro)
+        row = self._row(
+            ("task", ttype, lane),
+            "tasks",
+            ttype if lane == 0 else "",
+            (2, 0),
+            exclusive=lane < MAX_LANES - 1,
+        )
+        self._open(row, tid, t, "task", ttype)
+
+    def _task_end(self, tid: int, t: int) -> None:
+        ttype, lane, begin, coro = self._task_open.pop(tid)
+        self._lanes[ttype][lane] -= 1
+        self._close(self._rows[("task", ttype, lane)], tid, t)
+        c = self._coros.get(coro)
+        if c is not None and t - begin > c.task:
+            c.task = t - begin
+        self._index(1, tid, self._name(ttype), begin, t, ("task", ttype, lane))
+
+    def _index(
+        self, kind: int, rid: int, name: int, start: int, end: int, row: Any
+    ) -> None:
+        self._ix_kind.append(kind)
+        self._ix_id.append(rid)
+        self._ix_name.append(name)
+        o = self.origin or 0
+        self._ix_start.append(start - o)
+        self._ix_end.append(end - o)
+        if row is None:
+            self._ix_lane.append(-1)
+        else:
+            lane = self._lane_keys.get(row)
+            if lane is None:
+                lane = self._lane_keys[row] = len(self._lane_keys)
+            self._ix_lane.append(lane)
+
+    # -- coroutines ----------------------------------------------------------
+
+    def _coro(
+        self, loop: int, cid: int, old: Any, new: Any, reason: str, t: int
+    ) -> None:
+        c = self._coros.get(cid)
+        if old is _CORO_RUNNING:
+            on = self._coro_loop.pop(cid, None)
+            if on is not None:
+                self._close(self._loop_rows(on)[1], cid, t)
+                if self._loop_coro.get(on) == cid:
+                    del self._loop_coro[on]
+        if new is _CORO_RUNNING and loop != NO_LOOP:
+            self._coro_loop[cid] = loop
+            self._loop_coro[loop] = cid
+            name = self._step_names.get(cid)
+            if name is None:
+                label = self._coro_label.get(cid, "")
+                name = self._name(label.split(" ", 1)[0] if label else f"C{cid}")
+                if label:
+                    self._step_names[cid] = name
+            self._loop_rows(loop)[1].open[cid] = (t, _STEP, name)
+        if c is None:
+            if new is CoroState.NOT_EXIST or new is CoroState.UNDETERMINED:
+                return
+            c = self._coros[cid] = _Coro(cid, t)
+            self.coroutines += 1
+        else:
+            self._end_state(c, t)
+        c.since = t
+        if new is _CORO_RUNNING:
+            if loop in self._stalled:
+                c.in_stall = True
+            c.code = self._code(_RUNNING, "")
+        elif new is CoroState.RUNNABLE:
+            c.code = self._code(_RUNNABLE, "")
+        elif new is CoroState.WAITING:
+            c.code = self._code(_WAITING, reason)
+            c.wait_reason = reason
+        else:
+            c.code = -1
+            del self._coros[cid]
+            self._step_names.pop(cid, None)
+            self._coro_ended(c, t)
+
+    def _code(self, kind: int, reason: str) -> int:
+        """A coroutine state's ``name << 4 | kind``."""
+        code = self._codes.get((kind, reason))
+        if code is None:
+            name = KINDS[kind] + (f": {reason or '?'}" if kind == _WAITING else "")
+            code = self._codes[(kind, reason)] = self._name(name) << 4 | kind
+        return code
+
+    def _end_state(self, c: _Coro, t: int) -> None:
+        code = c.code
+        if code < 0:
+            return
+        d = t - c.since
+        k = code & 15
+        if k == _RUNNING:
+            c.step = max(c.step, d)
+            if c.in_stall:
+                c.stall += d
+                c.in_stall = False
+        elif k == _RUNNABLE:
+            c.lost += d
+        elif d > c.wait and c.wait_reason not in _IDLE_REASONS:
+            c.wait = d
+        o = self.origin or 0
+        buf = c.buf
+        if buf is not None:
+            buf.extend((c.since - o, t - o, code))
+            if len(buf) >= 3 * _PROMOTE:
+                self._promote(c)
+        else:
+            assert c.lod is not None
+            c.lod.add(c.since - o, t - o, k, code >> 4)
+
+    def _promote(self, c: _Coro) -> None:
+        # Up to max_coroutines rows share the budget: a coroutine's level
+        # gets a sixteenth of what a loop's may take.
+        lod = c.lod = _Lod(True, max(self.row_cap // 16, 4096))
+        buf = c.buf
+        assert buf is not None
+        c.buf = None
+        for i in range(0, len(buf), 3):
+            code = buf[i + 2]
+            lod.add(buf[i], buf[i + 1], code & 15, code >> 4)
+
+    def _coro_ended(self, c: _Coro, t: int) -> None:
+        label = self._coro_label.pop(c.id, "")
+        self._index(0, c.id, self._name(label), c.begin, t, None)
+        refs = 0
+        for crit, heap in self._heaps.items():
+            score = c.score(crit)
+            if score <= 0:
+                continue
+            if len(heap) < self.max_coroutines:
+                heapq.heappush(heap, (score, c.id))
+            elif score > heap[0][0]:
+                _, out = heapq.heapreplace(heap, (score, c.id))
+                self._unref(out)
+            else:
+                continue
+            refs += 1
+        if refs:
+            self._kept[c.id] = (c, t, refs)
+            if label:
+                self._coro_label[c.id] = label
+
+    def _unref(self, cid: int) -> None:
+        kept = self._kept.get(cid)
+        if kept is None:  # a coroutine id used twice (ids are unique in aiotrace's)
+            return
+        c, t, refs = kept
+        if refs > 1:
+            self._kept[cid] = (c, t, refs - 1)
+        else:
+            del self._kept[cid]
             self._coro_label.pop(cid, None)
 
     # -- result ------------------------------------------------------------
@@ -270,18 +637,88 @@ class TimelineBuilder:
     def finish(self) -> dict[str, Any]:
         """Closes what is open at the end and returns the JSON-able timeline."""
         end = self.now
+        origin = self.origin or 0
         for row in list(self._rows.values()):
             for key in list(row.open):
                 self._close(row, key, end)
-        if self.resolution_ns:
-            # Spans closed since the last compaction are finer: merge them too,
-            # so the whole timeline has one resolution.
-            self._merge(self.resolution_ns)
-        origin = self.origin or 0
-        rows = []
+        for tid in list(self._task_open):
+            self._task_end(tid, end)
+        for c in list(self._coros.values()):
+            self._end_state(c, end)
+            c.code = -1
+            c.since = end
+            del self._coros[c.id]
+            self._coro_ended(c, end)
+        # Choose coroutine rows: the top of each criterion in turn.
+        chosen: dict[int, list[str]] = {}
+        ranked = {
+            crit: sorted(heap, reverse=True) for crit, heap in self._heaps.items()
+        }
+        per_function: dict[tuple[str, str], int] = {}
+        depth = 0
+        while len(chosen) < self.max_coroutines and any(
+            depth < len(r) for r in ranked.values()
+        ):
+            for crit, why in _CRITERIA:
+                r = ranked[crit]
+                if depth < len(r) and len(chosen) < self.max_coroutines:
+                    score, cid = r[depth]
+                    if cid not in self._kept:
+                        continue
+                    if crit != "stall":
+                        if depth >= ALWAYS and score < MIN_SCORE_NS:
+                            continue
+                        func = self._coro_label.get(cid, "").split(" ", 1)[0]
+                        n = per_function.get((crit, func), 0)
+                        if n >= PER_FUNCTION:
+                            continue
+                        per_function[(crit, func)] = n + 1
+                    if cid not in chosen:
+                        chosen[cid] = []
+                    chosen[cid].append(f"{why} {_fmt(score)}")
+            depth += 1
+        for rank, (cid, whys) in enumerate(chosen.items()):
+            c, _, _ = self._kept[cid]
+            if c.lod is None:
+                self._promote(c)
+            label = self._coro_label.get(cid, "")
+            row = _Row(
+                "coroutines",
+                f"C{cid} {label}" if label else f"C{cid}",
+                (3, rank),
+                c.lod,  # type: ignore[arg-type]
+            )
+            row.info = "; ".join(whys)
+            self._rows[("coro", cid)] = row
+        coro_rows = dict.fromkeys(chosen)
+
+        # Levels coarser than a tenth of the trace show nothing new.
+        duration = end - origin
+        n_levels = 1
+        while n_levels < LEVELS and RES[n_levels] * 10 <= max(duration, 1):
+            n_levels += 1
+        n_levels = min(n_levels + 1, LEVELS)
+        rows_out: list[tuple[Any, _Row]] = []
         for key, row in sorted(self._rows.items(), key=lambda kv: kv[1].order):
-            if not row.spans:
-                continue
+            row.lod.flush()
+            # A row with spans has them at its coarsest level, unless that
+            # outgrew the cap too (then it has nothing to draw).
+            if row.lod.out[n_levels - 1]:
+                rows_out.append((key, row))
+
+        index, index_left_out = self._encode_index(
+            {key: i for i, (key, _) in enumerate(rows_out)}, coro_rows
+        )
+        budget = max(self.max_bytes - _b64len(len(index)), self.max_bytes // 2)
+        keep = self._fit(rows_out, n_levels, budget)
+
+        names = [""] * len(self._names)
+        for s, i in self._names.items():
+            names[i] = s
+        rows = []
+        worst = worst_loops = 0
+        size = _b64len(len(index))
+        for (key, row), kept in zip(rows_out, keep, strict=True):
             group, label = row.group, row.label
             if key[0] == "loop":
                 name = self._loop_labels.get(key[1])
@@ -291,48 +728,130 @@ class TimelineBuilder:
                 name = self._thread_labels.get(key[1])
                 if name:
                     label = f"{name} ({key[1]})"
-            if key[0] == "task":
-                for i, lane in enumerate(_lanes(row.spans, origin)):
-                    rows.append(
-                        {
-                            "group": "tasks",
-                            "label": label if i == 0 else "",
-                            "spans": lane,
-                        }
-                    )
-                continue
-            rel = row.spans[:]
-            for i in range(0, len(rel), 5):
-                rel[i] -= origin
-                rel[i + 1] -= origin
-            rows.append({"group": group, "label": label, "spans": rel})
-        names = [""] * len(self._names)
-        for s, i in self._names.items():
-            names[i] = s
+            data: list[str | None] = []
+            for lv in range(n_levels):
+                out = row.lod.out[lv]
+                if lv < kept or out is None:
+                    data.append(None)
+                else:
+                    data.append(base64.b64encode(out).decode("ascii"))
+                    size += _b64len(len(out))
+            finest = next(lv for lv, d in enumerate(data) if d is not None)
+            worst = max(worst, RES[finest])
+            if key[0] != "coro":
+                worst_loops = max(worst_loops, RES[finest])
+            rows.append(
+                {"group": group, "label": label, "info": row.info, "levels": data}
+            )
         return {
-            "duration_ns": end - origin,
+            "duration_ns": duration,
             "kinds": list(KINDS),
             "names": names,
+            "levels_ns": list(RES[:n_levels]),
             "rows": rows,
-            "resolution_ns": self.resolution_ns,
-            "coroutines_left_out": self.coroutines_left_out,
+            "resolution_ns": worst,
+            "loops_resolution_ns": worst_loops,
+            "coroutines": self.coroutines,
+            "coroutines_left_out": self.coroutines - len(chosen),
+            "index": base64.b64encode(index).decode("ascii"),
+            "index_entries": len(self._ix_id) - index_left_out,
+            "index_left_out": index_left_out,
+            "bytes": size,
+            "max_bytes": self.max_bytes,
         }
 
+    def _fit(
+        self, rows: list[tuple[Any, _Row]], n_levels: int, budget: int
+    ) -> list[int]:
+        """The finest level each row keeps so that the rows fit ``budget`` bytes.
 
-def _lanes(spans: list[int], origin: int) -> list[list[int]]:
-    """Packs overlapping spans into lanes, greedily, by start time."""
-    order = sorted(range(0, len(spans), 5), key=lambda i: spans[i])
-    lanes: list[list[int]] = []
-    free: list[tuple[int, int]] = []  # (end of the lane's last span, lane)
-    for i in order:
-        s, e, k, n, m = spans[i : i + 5]
-        if free and free[0][0] <= s:
-            _, lane = heapq.heappop(free)
-        elif len(lanes) < MAX_LANES:
-            lane = len(lanes)
-            lanes.append([])
-        else:
-            _, lane = heapq.heappop(free)
-        lanes[lane] += (s - origin, e - origin, k, n, m)
-        heapq.heappush(free, (e, lane))
-    return lanes
+        Detail goes evenly: the finest level kept anywhere goes first, from
+        the biggest row down, so every row keeps at least the detail of the
+        worst one. Every row keeps its coarsest level.
+        """
+        keep = []
+        total = 0
+        heap: list[tuple[int, int, int]] = []  # (level, -bytes, row)
+        for i, (_, row) in enumerate(rows):
+            out = row.lod.out
+            lv = next(
+                (lv for lv in range(n_levels) if out[lv] is not None), n_levels - 1
+            )
+            keep.append(lv)
+            total += sum(_b64len(len(o)) for o in out[lv:n_levels] if o is not None)
+            if lv < n_levels - 1:
+                heapq.heappush(heap, (lv, -len(out[lv] or b""), i))
+        while total > budget and heap:
+            lv, neg, i = heapq.heappop(heap)
+            out = rows[i][1].lod.out
+            total -= _b64len(-neg)
+            lv += 1
+            while lv < n_levels - 1 and out[lv] is None:
+                lv += 1
+            keep[i] = lv
+            if lv < n_levels - 1:
+                heapq.heappush(heap, (lv, -len(out[lv] or b""), i))
+        return keep
+
+    def _encode_index(
+        self,
+        row_of: dict[Any, int],
+        coro_rows: dict[int, None],
+    ) -> tuple[bytearray, int]:
+        """The search index as the page embeds it, and how many it left out.
+
+        Per entry, in the order they ended, in µs: zigzag start delta,
+        duration, name, zigzag id delta, and (row + 1) << 1 | is_task (row
+        0: none). Beyond a quarter of the budget, the shortest-lived are
+        left out, by powers of two of their lifetime: no sorting, no copy.
+        """
+        lane_row = {lane: row_of.get(key, -1) for key, lane in self._lane_keys.items()}
+        n = len(self._ix_id)
+        starts, ends = self._ix_start, self._ix_end
+        cap = self.max_bytes // 4 * 3 // 4  # bytes before base64
+        shortest = 0  # bit length of the shortest lifetime kept
+        if n * 6 > cap:  # likely too big: count lifetimes by bit length
+            by_bits = [0] * 65
+            for i in range(n):
+                by_bits[(ends[i] - starts[i]).bit_length()] += 1
+            room = cap // 9  # entries, at about 9 bytes each
+            shortest = 65
+            while shortest > 0 and by_bits[shortest - 1] <= room:
+                shortest -= 1
+                room -= by_bits[shortest]
+        out = bytearray()
+        kept = 0
+        prev_s = prev_id = 0
+        for i in range(n):
+            if shortest and (ends[i] - starts[i]).bit_length() < shortest:
+                continue
+            kept += 1
+            s = starts[i] // 1000
+            dq = s - prev_s
+            prev_s = s
+            _uv(out, dq << 1 if dq >= 0 else (-dq << 1) - 1)
+            _uv(out, max(ends[i] // 1000 - s, 0))
+            _uv(out, self._ix_name[i])
+            rid = self._ix_id[i]
+            di = rid - prev_id
+            prev_id = rid
+            _uv(out, di << 1 if di >= 0 else (-di << 1) - 1)
+            if self._ix_kind[i]:
+                r = lane_row.get(self._ix_lane[i], -1)
+                _uv(out, (r + 1) << 1 | 1)
+            else:
+                r = row_of.get(("coro", rid), -1) if rid in coro_rows else -1
+                _uv(out, (r + 1) << 1)
+        return out, n - kept
+
+
+def _b64len(n: int) -> int:
+    return (n + 2) // 3 * 4
+
+
+def _fmt(ns: int) -> str:
+    if ns >= 1_000_000_000:
+        return f"{ns / 1e9:.2f} s"
+    if ns >= 1_000_000:
+        return f"{ns / 1e6:.1f} ms"
+    return f"{ns / 1e3:.0f} µs"

@@ -117,6 +117,18 @@ class Decoder:
         self._events = []
         return events
 
+    def partial(self) -> Generation | None:
+        """Returns what the open generation holds so far, for a trace cut
+        inside it: its whole batches, each checked and with its strings and
+        stacks known (tables precede their first use). None outside a
+        generation."""
+        if self._gen is None or not self._validate:
+            return None
+        number, time, wall, lost = self._gen
+        gen = Generation(number, time, wall, lost, self._events, self._stacks)
+        self._events = []
+        return gen
+
     def in_generation(self) -> int | None:
         """Returns the number of the open generation, or None."""
         return None if self._gen is None else self._gen[0]

@@ -40,6 +40,10 @@ class FrameParser:
         self._base = 0  # byte offset of _buf[0] in the whole trace
         self._header = False
         self.version: int | None = None
+        # A fault found after some whole frames of the same feed: raised by
+        # the next feed (or check), once those frames have been handed out.
+        self._error: TraceError | None = None
+        self._pos = 0  # the end of the last whole frame in _buf, while parsing
 
     @property
     def offset(self) -> int:
@@ -49,21 +53,50 @@ class FrameParser:
     def feed(self, data: bytes) -> list[Frame]:
         """Adds ``data`` and returns the frames it completes.
 
+        The frames before a fault are returned first, and the fault is
+        raised by the next call (or by ``check``): so how much of a damaged
+        trace is read does not depend on how the bytes were split.
+
         Raises:
             TraceError: bad magic, unsupported version, a bad frame head, a
                 checksum mismatch or an undecodable payload.
         """
+        self.check()
+        frames: list[Frame] = []
+        try:
+            self._parse(data, frames)
+        except TraceError as exc:
+            if not frames:
+                raise
+            self._error = exc
+        return frames
+
+    def check(self) -> None:
+        """Raises the fault found after the frames last returned, if any."""
+        if self._error is not None:
+            raise self._error
+
+    def _parse(self, data: bytes, frames: list[Frame]) -> None:
         buf = self._buf
         buf += data
-        frames: list[Frame] = []
         pos = 0
         if not self._header:
             if len(buf) < HEADER_SIZE:
                 self._check_magic_prefix()
-                return frames
+                return
             self._check_header()
             pos = HEADER_SIZE
         n = len(buf)
+        try:
+            self._frames(buf, pos, n, frames)
+        finally:
+            pos = self._pos
+            if pos:
+                del buf[:pos]
+                self._base += pos
+
+    def _frames(self, buf: bytearray, pos: int, n: int, frames: list[Frame]) -> None:
+        self._pos = pos
         while n - pos >= FRAME_HEAD_SIZE:
             kind, length, crc = FRAME_HEAD.unpack_from(buf, pos)
             offset = self._base + pos
@@ -90,11 +123,7 @@ class FrameParser:
             frames.append(
                 Frame(FrameKind(kind), _unpack(kind, payload, offset), offset)
             )
-            pos = end
-        if pos:
-            del buf[:pos]
-            self._base += pos
-        return frames
+            pos = self._pos = end
 
     def pending(self) -> int:
         """Returns how many fed bytes are not yet part of a frame."""

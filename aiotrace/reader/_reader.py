@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Protocol
@@ -14,6 +15,10 @@ from ._model import Event, TraceError
 from ._typed import Typer
 
 CHUNK = 1 << 16
+
+_TEXT_MODE = (
+    "aiotrace: the trace file was opened in text mode; open it in binary mode ('rb')"
+)
 
 
 class _Readable(Protocol):
@@ -39,9 +44,16 @@ class _Pipeline:
             if gen is not None:
                 yield gen
 
+    def partial(self) -> Generation | None:
+        """At the end of the data: the whole batches of a generation the
+        trace was cut inside, unless the trace is damaged."""
+        self.parser.check()
+        return self.decoder.partial()
+
     def eof(self) -> None:
         """Raises TraceError unless the trace ended cleanly."""
         parser, decoder = self.parser, self.decoder
+        parser.check()
         end = parser.offset + parser.pending()
         if decoder.ended:
             if parser.pending():
@@ -55,10 +67,15 @@ class _Pipeline:
             )
         if parser.pending():
             where = f"inside a frame at byte {parser.offset}"
+            if decoder.in_generation() is not None:
+                where += (
+                    f" of generation {decoder.in_generation()} (read up to its "
+                    "last whole batch)"
+                )
         elif decoder.in_generation() is not None:
             where = (
                 f"inside generation {decoder.in_generation()}, which began at byte "
-                f"{decoder.generation_offset}"
+                f"{decoder.generation_offset} (read up to its last whole batch)"
             )
         elif decoder.generations:
             where = f"after {decoder.generations} complete generations (no TRACE_END)"
@@ -72,8 +89,10 @@ class Reader:
 
     Events come generation by generation, each generation's SYNC first and
     the rest ordered by time; memory holds one generation at a time. A
-    truncated trace yields the events of its complete generations, then
-    raises TraceError.
+    truncated trace yields the events of its complete generations and the
+    whole batches of the generation it was cut inside, then raises
+    TraceError. A damaged trace yields every generation whole before the
+    fault, however the bytes were read, then raises TraceError.
 
     Args:
         stream: a binary file object (anything with ``read(n)``).
@@ -85,6 +104,8 @@ class Reader:
                 "Reader needs a binary stream with read(n), "
                 f"got {type(stream).__name__}"
             )
+        if isinstance(stream, io.TextIOBase):
+            raise TypeError(_TEXT_MODE)
         self._stream = stream
         self._pipeline = _Pipeline()
         self._typer = Typer()
@@ -121,12 +142,19 @@ class Reader:
         pipeline = self._pipeline
         for data in self._chunks():
             yield from pipeline.feed(data)
+        partial = pipeline.partial()
+        if partial is not None:
+            yield partial
+            del partial
         pipeline.eof()
 
     def _chunks(self) -> Iterator[bytes]:
         read = self._stream.read
         while True:
-            data = read(CHUNK)
+            try:
+                data = read(CHUNK)
+            except UnicodeDecodeError:  # a text stream of our own kind
+                raise TypeError(_TEXT_MODE) from None
             if not isinstance(data, bytes | bytearray | memoryview):
                 raise TypeError(
                     f"Reader: read() returned {type(data).__name__}; "
@@ -189,6 +217,11 @@ class AsyncReader:
                 for ev in typer.events(gen):
                     yield ev
                 del gen  # or it stays alive while the next one is decoded
+        partial = pipeline.partial()
+        if partial is not None:
+            for ev in typer.events(partial):
+                yield ev
+            del partial
         pipeline.eof()
 
 

@@ -9,8 +9,10 @@ of real programs; ``aiotrace dump --validate`` runs it from the shell.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import islice
 
 from ._model import (
     NO_COROUTINE,
@@ -22,6 +24,15 @@ from ._model import (
 )
 
 MISUSE = "aiotrace/misuse"
+LOST_METRIC = "/aiotrace/lost:events"
+
+MAX_OPEN_TASKS = 1 << 20
+"""Begun tasks remembered until their end; beyond it the oldest half go (a
+program that begins tasks and never ends them), as in the reader."""
+
+RECENT_ENDS = 1 << 16
+"""Ended tasks remembered, to catch a task that ends twice: the most recent
+ones, so memory stays bounded however many tasks a trace has."""
 
 # Legal coroutine edges, as the execution tracer records them.
 _CORO_EDGES = {
@@ -58,17 +69,36 @@ class Validator:
     ``validate``); ``problems`` lists what it found. Resources first seen
     mid-trace (a flight-recorder snapshot, a coroutine alive before tracing
     began) are taken as they come.
+
+    A trace whose writer dropped events says so: a ``/aiotrace/lost:events``
+    metric in the generation where the writer went on after the gap. The
+    problems found in that generation are the gap's, not the trace's, and
+    what the validator knew may be out of date: it forgets them, and takes
+    what follows as it comes (a range that ends without its begin, a
+    coroutine in another state than it last saw).
+
+    Memory is bounded: live coroutines and loops, open ranges and regions,
+    begun tasks not yet ended (at most ``MAX_OPEN_TASKS``) and the
+    ``RECENT_ENDS`` most recent task ends.
     """
 
     def __init__(self) -> None:
-        self.problems: list[Problem] = []
+        self._committed: list[Problem] = []
+        self._pending: list[Problem] = []  # this generation's, until it ends
         self._coro: dict[int, CoroState] = {}
         self._loop: dict[int, LoopState] = {}
-        self._tasks_begun: set[int] = set()
+        self._tasks_open: dict[int, None] = {}  # begun, not ended, oldest first
         self._tasks_ended: set[int] = set()
+        self._ended_order: deque[int] = deque()
         self._ranges: set[tuple[str, ResourceKind, int]] = set()
         self._regions: dict[int, list[str]] = {}  # coroutine -> open region types
         self._last_time: int | None = None
+        self._lossy = False  # events were lost: unmatched range ends go
+
+    @property
+    def problems(self) -> list[Problem]:
+        """The broken invariants found so far, in the order found."""
+        return self._committed + self._pending
 
     def validate(self, events: Iterable[Event]) -> list[Problem]:
         """Checks every event of ``events``; returns the problems found."""
@@ -81,7 +111,11 @@ class Validator:
         kind = ev.kind
         if kind is EventKind.SYNC:
             self._last_time = None  # a generation may start a little early
+            self._committed += self._pending
+            self._pending = []
             return
+        if kind is EventKind.METRIC and ev.metric.name == LOST_METRIC:
+            self._lost()
         if self._last_time is not None and ev.time < self._last_time:
             self._problem(ev, f"time goes backwards from {self._last_time}")
         self._last_time = ev.time
@@ -103,7 +137,16 @@ class Validator:
             self._problem(ev, f"annotation misuse: {ev.log.message}")
 
     def _problem(self, ev: Event, message: str) -> None:
-        self.problems.append(Problem(ev.time, ev.kind, message))
+        self._pending.append(Problem(ev.time, ev.kind, message))
+
+    def _lost(self) -> None:
+        """Events were dropped in this generation, before this point."""
+        self._pending.clear()
+        self._lossy = True
+        self._coro.clear()
+        self._loop.clear()
+        self._ranges.clear()
+        self._regions.clear()
 
     def _transition(self, ev: Event) -> None:
         st = ev.state_transition
@@ -149,15 +192,26 @@ class Validator:
 
     def _task_begin(self, ev: Event) -> None:
         tid = ev.task.id
-        if tid in self._tasks_begun:
+        if tid in self._tasks_open or tid in self._tasks_ended:
             self._problem(ev, f"task {tid} begins twice")
-        self._tasks_begun.add(tid)
+        opened = self._tasks_open
+        opened[tid] = None
+        if len(opened) > MAX_OPEN_TASKS:
+            for old in list(islice(opened, MAX_OPEN_TASKS // 2)):
+                del opened[old]
 
     def _task_end(self, ev: Event) -> None:
         tid = ev.task.id
-        if tid in self._tasks_ended:
+        ended = self._tasks_ended
+        if tid in ended:
             self._problem(ev, f"task {tid} ends twice")
-        self._tasks_ended.add(tid)
+            return
+        self._tasks_open.pop(tid, None)
+        ended.add(tid)
+        order = self._ended_order
+        order.append(tid)
+        if len(order) > RECENT_ENDS:
+            ended.discard(order.popleft())
 
     def _region(self, ev: Event) -> None:
         # Regions nest per coroutine; where the coroutine is unknown (no
@@ -185,9 +239,9 @@ class Validator:
         r = ev.range
         key = (r.name, r.scope.kind, r.scope.id)
         if ev.kind is EventKind.RANGE_END:
-            if key not in self._ranges:
+            if key not in self._ranges and not self._lossy:
                 # A range active before the trace shows up as RANGE_ACTIVE;
-                # an end with neither is a writer bug.
+                # an end with neither is a writer bug (or a lost begin).
                 self._problem(ev, f"range {r.name!r} on {r.scope} ends without a begin")
             self._ranges.discard(key)
         else:

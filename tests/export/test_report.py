@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import re
 from pathlib import Path
@@ -9,10 +11,12 @@ from typing import Any
 
 import pytest
 from export_programs import counts
+from longtrace import decode_index, decode_level, write_server_trace
 
 from aiotrace import analysis, reader
 from aiotrace._cli import main as cli
 from aiotrace.export import build_report_data, render_report, write_report
+from aiotrace.reader import NO_LOOP, CoroState, EventKind, ResourceKind
 
 # Anything that would make a browser fetch: src/href/action/poster with a
 # scheme or a protocol-relative URL, CSS url(...) or @import, srcset.
@@ -21,6 +25,21 @@ RESOURCE = re.compile(
     r"""|(?:url\s*\()|(?:@import)|(?:https?:)""",
     re.IGNORECASE,
 )
+
+
+@pytest.fixture(scope="module")
+def long_trace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int]]:
+    """A 30-second server trace: 30,000 requests, a lock wait and a stall late."""
+    path = tmp_path_factory.mktemp("long") / "long.trace"
+    found = write_server_trace(path)
+    assert reader.validate(reader.read_events(path)) == []
+    return path, found
+
+
+@pytest.fixture(scope="module")
+def long_report(long_trace: tuple[Path, dict[str, int]]) -> dict[str, Any]:
+    """The long trace's report data, at the default budget."""
+    return build_report_data(long_trace[0])
 
 
 def embedded_data(page: str) -> dict[str, Any]:
@@ -46,13 +65,21 @@ def test_report_is_self_contained(rich_trace: Path, tmp_path: Path) -> None:
     assert "<title>aiotrace report: rich.trace</title>" in page
 
 
+def _level0(row: dict[str, Any], levels: list[int]) -> list[tuple[int, ...]]:
+    lv = next(i for i, d in enumerate(row["levels"]) if d is not None)
+    assert lv == 0, row["label"]
+    return decode_level(row["levels"][0], levels[0])
+
+
 def test_report_data_matches_the_trace(rich_trace: Path) -> None:
     """The report holds what the analysis finds, and a timeline row per
-    loop part, per busy thread, per task lane and per coroutine."""
+    loop part, per busy thread and per task lane, every span at 1 µs, and
+    rows for the coroutines worth seeing: the one that stalled first."""
     data = build_report_data(rich_trace)
     want = counts(rich_trace)
+    events = reader.read_events(rich_trace)
     s = analysis.analyze(rich_trace)
-    assert data["events"] == s.events == len(reader.read_events(rich_trace))
+    assert data["events"] == s.events == len(events)
     assert [t["name"] for t in data["tasks"]] == sorted(s.tasks) == ["job", "stall"]
     assert sum(t["count"] for t in data["tasks"]) == want["tasks"]
     job = next(t for t in data["tasks"] if t["name"] == "job")
@@ -66,56 +93,149 @@ def test_report_data_matches_the_trace(rich_trace: Path) -> None:
     assert stall["stacks"][0]["frames"][0][0] == "_main"
 
     tl = data["timeline"]
-    assert tl["resolution_ns"] == 0 and tl["coroutines_left_out"] == 0
+    levels = tl["levels_ns"]
+    assert levels[0] == 1000 and all(b == a * 8 for a, b in itertools.pairwise(levels))
+    assert tl["resolution_ns"] == tl["loops_resolution_ns"] == 1000
+    assert tl["bytes"] <= tl["max_bytes"] == 10_000_000
     groups = {r["group"] for r in tl["rows"]}
     assert sum(g.startswith("loop ") for g in groups) == 2
     assert {"tasks", "coroutines", "threads"} <= groups
     coro_rows = [r for r in tl["rows"] if r["group"] == "coroutines"]
-    assert len(coro_rows) == want["coroutines"]
-    spans = sum(len(r["spans"]) // 5 for r in tl["rows"])
-    assert spans > want["coroutine transitions"]
-    stall_rows = [
-        r
-        for r in tl["rows"]
-        if r["label"] == "stalls & GC" and r["group"].startswith("loop")
-    ]
+    assert tl["coroutines"] == want["coroutines"]
+    assert tl["coroutines_left_out"] == want["coroutines"] - len(coro_rows)
+    assert coro_rows[0]["label"].endswith(" _main")
+    assert coro_rows[0]["info"].startswith("held the loop in a stall for")
+    assert all(r["info"] for r in coro_rows)
+
+    # Level 0 holds every span, to the µs: one per coroutine step on the
+    # steps rows, one per stall on the stall rows.
+    steps = sum(
+        1
+        for ev in events
+        if ev.kind is EventKind.STATE_TRANSITION
+        and ev.state_transition.resource.kind is ResourceKind.COROUTINE
+        and ev.state_transition.new is CoroState.RUNNING
+        and ev.loop != NO_LOOP
+    )
+    step_rows = [r for r in tl["rows"] if r["label"] == "steps"]
+    assert sum(len(_level0(r, levels)) for r in step_rows) == steps
     stall_kind = tl["kinds"].index("stall")
+    stall_rows = [r for r in tl["rows"] if r["label"] == "stalls & GC"]
     assert (
-        sum(r["spans"][2::5].count(stall_kind) for r in stall_rows)
+        sum(sp[2] == stall_kind for r in stall_rows for sp in _level0(r, levels))
         == want["range loop stall"]
     )
     for r in tl["rows"]:
-        for i in range(0, len(r["spans"]), 5):
-            s0, e0 = r["spans"][i : i + 2]
+        for s0, e0, *_ in _level0(r, levels):
             assert 0 <= s0 <= e0 <= tl["duration_ns"]
+    # The search index holds every coroutine and user task.
+    index = decode_index(tl["index"])
+    assert len(index) == tl["index_entries"] == want["coroutines"] + want["tasks"]
+    assert sum(x["task"] for x in index) == want["tasks"]
+    assert tl["index_left_out"] == 0
 
 
-def test_huge_traces_are_merged_and_say_so(rich_trace: Path) -> None:
-    """With more spans than the page may hold, spans of one kind are merged
-    at a coarser resolution until they fit, coroutines beyond the cap get no
-    row, and the page says both."""
-    full = build_report_data(rich_trace)
-    small = build_report_data(rich_trace, max_spans=40, max_coroutines=3)
-    tl = small["timeline"]
-    spans = sum(len(r["spans"]) // 5 for r in tl["rows"])
-    assert spans <= 40
-    assert tl["resolution_ns"] > 0
-    merged = sum(sum(r["spans"][4::5]) for r in tl["rows"])
-    full_spans = sum(len(r["spans"]) // 5 for r in full["timeline"]["rows"])
-    # Every span is still counted: merged spans carry how many they stand for.
-    assert merged == full_spans - sum(
-        len(r["spans"]) // 5
-        for r in full["timeline"]["rows"]
-        if r["group"] == "coroutines" and r not in _first_coroutine_rows(full, 3)
-    )
-    assert tl["coroutines_left_out"] == counts(rich_trace)["coroutines"] - 3
-    page = render_report(small)
-    assert "too large to draw every span" in page
-    assert embedded_data(page)["timeline"]["coroutines_left_out"] > 0
+def test_levels_of_detail(long_report: dict[str, Any]) -> None:
+    """Every level of a row stands for every span of level 0: blocks count
+    the spans they merge, cover them, and are as dense as those spans; a
+    level keeps spans longer than its resolution as they are, and has no
+    more spans than the level below."""
+    tl = long_report["timeline"]
+    levels = tl["levels_ns"]
+    assert tl["duration_ns"] > 29e9
+    assert len(levels) == 9  # up to 16.8 s: a tenth of 30 s is within it
+    for row in tl["rows"]:
+        base = _level0(row, levels)
+        prev = len(base)
+        for lv, res in enumerate(levels[1:], 1):
+            spans = decode_level(row["levels"][lv], res)
+            assert sum(sp[4] for sp in spans) == len(base), (row["label"], lv)
+            assert len(spans) <= prev
+            prev = len(spans)
+            # Each span of level 0 lies in a span of this level (to its grain).
+            cover = sorted((sp[0], sp[1]) for sp in spans)
+            starts = [a for a, _ in cover]
+            reach = list(itertools.accumulate((b for _, b in cover), max))
+            for s0, e0, *_ in base:
+                j = bisect.bisect_right(starts, s0 // res * res) - 1
+                assert j >= 0 and reach[j] >= e0 // res * res, (row["label"], lv, s0)
+            assert all(sp[5] == 15 for sp in spans if sp[4] == 1)
+    # The busy loop's row: 30 µs and 20 µs steps, 270 µs apart, stay apart
+    # at 64 µs; a 300 µs request and its 700 µs gap merge at 4 ms.
+    busy = next(r for r in tl["rows"] if r["label"] == "busy")
+    at64 = decode_level(busy["levels"][2], levels[2])
+    assert sum(sp[4] == 1 for sp in at64) >= 0.99 * len(at64)
+    at4ms = decode_level(busy["levels"][4], levels[4])
+    assert len(at4ms) < 30 and all(sp[5] <= 2 for sp in at4ms if sp[4] > 100)
 
 
-def _first_coroutine_rows(data: dict[str, Any], n: int) -> list[dict[str, Any]]:
-    return [r for r in data["timeline"]["rows"] if r["group"] == "coroutines"][:n]
+def test_rows_go_to_coroutines_worth_seeing(
+    long_trace: tuple[Path, dict[str, int]], long_report: dict[str, Any]
+) -> None:
+    """Of 30,000 coroutines, the one that stalled the loop and the one that
+    waited 300 ms on a lock get the first rows, saying why; the rest (alike,
+    all under a millisecond) get at most a few rows; search finds any."""
+    _, found = long_trace
+    tl = long_report["timeline"]
+    rows = [r for r in tl["rows"] if r["group"] == "coroutines"]
+    assert [r["label"] for r in rows[:2]] == [
+        f"C{found['stall']} blocking_call",
+        f"C{found['slow']} slow_query",
+    ]
+    assert rows[0]["info"].startswith("held the loop in a stall for 200.0 ms")
+    assert rows[1]["info"].startswith("waited (not on I/O or sleep) at most 300.0 ms")
+    assert 2 < len(rows) <= 2 + 3 * 5
+    assert all(r["label"].endswith("handle_request") for r in rows[2:])
+    assert tl["coroutines"] == found["coroutines"]
+    assert tl["coroutines_left_out"] == found["coroutines"] - len(rows)
+    index = decode_index(tl["index"])
+    assert len(index) == found["coroutines"] + found["coroutines"] - 1  # + tasks
+    names = tl["names"]
+    slow = [x for x in index if names[x["name"]] == "slow_query"]
+    assert len(slow) == 1 and slow[0]["id"] == found["slow"]
+    assert abs(slow[0]["start"] - found["slow_at"]) < 1000
+    assert tl["rows"][slow[0]["row"]]["label"] == f"C{found['slow']} slow_query"
+    plain = next(x for x in index if x["id"] == 5000 and not x["task"])
+    assert names[plain["name"]] == "handle_request" and plain["row"] == -1
+    task = next(x for x in index if x["task"] and names[x["name"]] == "report")
+    assert tl["rows"][task["row"]]["label"] == "report"
+
+
+def test_page_stays_within_its_budget(
+    long_trace: tuple[Path, dict[str, int]], long_report: dict[str, Any]
+) -> None:
+    """With a budget too small for every span, the page drops the finest
+    levels first, from the biggest rows down, and the shortest-lived
+    coroutines from the search index; it stays within the budget, still
+    shows every row at its coarsest, and says so."""
+    path, _ = long_trace
+    full = long_report["timeline"]
+    assert full["resolution_ns"] == 1000
+    budget = full["bytes"] // 8
+    data = build_report_data(path, max_bytes=budget)
+    tl = data["timeline"]
+    assert tl["bytes"] <= budget
+    assert len(tl["rows"]) == len(full["rows"])
+    finest = [
+        next(i for i, d in enumerate(r["levels"]) if d is not None) for r in tl["rows"]
+    ]
+    assert tl["resolution_ns"] == tl["levels_ns"][max(finest)] > 1000
+    assert 1000 < tl["loops_resolution_ns"] <= tl["resolution_ns"]
+    # The biggest rows go first: the request lane before the slow coroutine.
+    labels = [r["label"] for r in tl["rows"]]
+    slow = next(i for i, lb in enumerate(labels) if lb.endswith("slow_query"))
+    assert finest[slow] <= finest[labels.index("request")]
+    for r in tl["rows"]:
+        assert r["levels"][-1] is not None
+    # The search index keeps the longest-lived within its quarter.
+    assert tl["index_left_out"] > 0
+    names = [tl["names"][x["name"]] for x in decode_index(tl["index"])]
+    assert "slow_query" in names and "blocking_call" in names
+    assert len(names) == tl["index_entries"]
+    assert tl["index_entries"] + tl["index_left_out"] == full["index_entries"]
+    page = render_report(data)
+    assert "its busiest rows show real spans down to" in page
+    assert "The search index left out the" in page
 
 
 def test_page_embeds_data_safely(tmp_path: Path) -> None:
@@ -151,7 +271,14 @@ def test_cli_report(
     assert data["title"] == "app.trace"
     out = tmp_path / "elsewhere.html"
     assert cli(["report", str(trace), "-o", str(out), "--max-coroutines", "2"]) == 0
-    assert embedded_data(out.read_text("utf-8"))["timeline"]["coroutines_left_out"] > 0
+    assert "timeline detail 1 µs or finer" in capsys.readouterr().out
+    tl = embedded_data(out.read_text("utf-8"))["timeline"]
+    assert sum(r["group"] == "coroutines" for r in tl["rows"]) == 2
+    assert tl["coroutines_left_out"] == tl["coroutines"] - 2
+    with pytest.raises(SystemExit) as exc:
+        cli(["report", str(trace), "-o", str(out), "--max-mb", "0.001"])
+    assert exc.value.code == 2
+    assert "--max-mb must be at least 0.1" in capsys.readouterr().err
 
 
 def test_cli_report_errors(

@@ -9,6 +9,7 @@ AIOTRACE_REQUIRE_BROWSER=1 (as in CI), where it fails instead.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 from collections.abc import Iterator
@@ -16,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from longtrace import decode_level, write_server_trace
 
+from aiotrace import reader
 from aiotrace.export import build_report_data, render_report
 
 CHROMIUM = (
@@ -79,13 +82,28 @@ def open_report(browser: Any, page_path: Path) -> tuple[Any, list[str], list[str
     return page, errors, requests
 
 
-INK = """() => {
+# Reads the timeline's pixels through a copy, so that reading them often
+# does not make Chromium warn about the page's own canvas.
+PIXELS = """
+  const pixels = (c) => {
+    const o = document.createElement("canvas");
+    o.width = c.width; o.height = c.height;
+    const x = o.getContext("2d", {willReadFrequently: true});
+    x.drawImage(c, 0, 0);
+    return x;
+  };
+"""
+
+INK = (
+    """() => {"""
+    + PIXELS
+    + """
   // Counts inked pixels right of the row labels and below the time axis
   // (where only spans are drawn), and pixels of each span kind's colour.
   const c = document.getElementById("timeline");
   const dpr = window.devicePixelRatio || 1;
   const x0 = Math.ceil(232 * dpr), y0 = Math.ceil(26 * dpr);
-  const d = c.getContext("2d").getImageData(x0, y0, c.width - x0, c.height - y0).data;
+  const d = pixels(c).getImageData(x0, y0, c.width - x0, c.height - y0).data;
   const want = {stall: [217, 45, 32], running: [46, 158, 68], task: [18, 165, 148],
                 busy: [122, 162, 227], range: [176, 137, 104]};
   const kinds = {};
@@ -100,6 +118,7 @@ INK = """() => {
   }
   return {ink: ink, pixels: d.length / 4, kinds: kinds, w: c.width, h: c.height};
 }"""
+)
 
 
 def test_report_renders_in_chromium(
@@ -118,11 +137,17 @@ def test_report_renders_in_chromium(
         assert errors == []
         assert requests == [path.as_uri()]
 
-        # The page decodes the timeline's compact form back to the spans.
-        spans = page.evaluate(
-            "() => window.aiotraceReport.data.timeline.rows.map(r => r.spans)"
-        )
-        assert spans == [r["spans"] for r in data["timeline"]["rows"]]
+        # The page decodes the timeline's compact form back to the spans,
+        # at every level.
+        tl = data["timeline"]
+        for i, row in enumerate(tl["rows"]):
+            for lv, res in enumerate(tl["levels_ns"]):
+                got = page.evaluate(
+                    "([i, lv]) => window.aiotraceReport.spans(i, lv)", [i, lv]
+                )
+                assert got["level"] == lv
+                want = sorted(sp[:5] for sp in decode_level(row["levels"][lv], res))
+                assert sorted(tuple(sp) for sp in got["spans"]) == want
 
         ink = page.evaluate(INK)
         assert ink["w"] > 0 and ink["h"] > 0
@@ -176,15 +201,212 @@ def test_capped_report_says_so_in_chromium(
 ) -> None:
     """A report whose timeline had to merge spans and leave coroutines out
     draws without errors and tells the reader, in the page, what it did."""
-    data = build_report_data(rich_trace, max_spans=40, max_coroutines=2)
+    data = build_report_data(rich_trace, max_bytes=2000, max_coroutines=2)
+    assert data["timeline"]["resolution_ns"] > 1000
     path = tmp_path / "capped.html"
     path.write_text(render_report(data), encoding="utf-8")
     page, errors, requests = open_report(browser, path)
     try:
         notices = page.locator("#notices .notice").all_inner_texts()
-        assert any("too large to draw every span" in n for n in notices)
-        assert any("more coroutines" in n for n in notices)
+        assert any("its busiest rows show real spans down to" in n for n in notices)
+        assert any("search finds the other" in n for n in notices)
         assert page.evaluate(INK)["ink"] > 0
+        assert errors == []
+        assert requests == [path.as_uri()]
+    finally:
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def long_page(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, dict[str, Any], dict[str, int]]:
+    """The report of a 30-second server trace (30,000 requests, a lock wait
+    and a stall late in it): the page, its data, and what is worth seeing."""
+    d = tmp_path_factory.mktemp("long")
+    found = write_server_trace(d / "long.trace")
+    assert reader.validate(reader.read_events(d / "long.trace")) == []
+    data = build_report_data(d / "long.trace", title="long.trace")
+    page = d / "long.html"
+    page.write_text(render_report(data), encoding="utf-8")
+    return page, data, found
+
+
+ROW_RUNS = (
+    """([y, h]) => {"""
+    + PIXELS
+    + """
+  // Runs of inked pixels along the middle of a row, right of the labels.
+  const c = document.getElementById("timeline");
+  const dpr = window.devicePixelRatio || 1;
+  const x0 = Math.ceil(232 * dpr), yy = Math.floor((y + h / 2) * dpr);
+  const d = pixels(c).getImageData(x0, yy, c.width - x0, 1).data;
+  const runs = [];
+  let start = -1;
+  for (let x = 0; x <= d.length / 4; x++) {
+    const i = 4 * x;
+    const ink = x < d.length / 4 && (d[i] < 235 || d[i + 1] < 235 || d[i + 2] < 235);
+    if (ink && start < 0) start = x;
+    if (!ink && start >= 0) { runs.push([start, x]); start = -1; }
+  }
+  return runs;
+}"""
+)
+
+
+def _row(data: dict[str, Any], label: str) -> int:
+    return next(
+        i for i, r in enumerate(data["timeline"]["rows"]) if r["label"] == label
+    )
+
+
+def _labels_apart(drawn: dict[str, Any]) -> None:
+    by_row: dict[int, list[tuple[float, float]]] = {}
+    for lb in drawn["labels"]:
+        by_row.setdefault(lb["row"], []).append((lb["x0"], lb["x1"]))
+    for row, spans in by_row.items():
+        spans.sort()
+        for (_, a1), (b0, _) in itertools.pairwise(spans):
+            assert a1 < b0, (row, spans)
+
+
+def test_long_trace_zooms_to_real_spans(
+    browser: Any, long_page: tuple[Path, dict[str, Any], dict[str, int]]
+) -> None:
+    """Zoomed out, a 30-second trace shows blocks; zoomed into 1 ms late in
+    it, every row draws its spans at 1 µs, each step of the loop as a mark
+    of its own, and no label draws over another at any zoom."""
+    path, data, found = long_page
+    tl = data["timeline"]
+    assert tl["resolution_ns"] == 1000
+    page, errors, requests = open_report(browser, path)
+    try:
+        steps = _row(data, "steps")
+        whole = page.evaluate("() => window.aiotraceReport.drawn()")
+        assert whole["want"] >= 4
+        assert whole["rows"][steps]["merged"] > 0
+        _labels_apart(whole)
+
+        t0 = found["slow_at"] - 400_000
+        window = (t0, t0 + 1_000_000)
+        page.evaluate("([a, b]) => window.aiotraceReport.setView(a, b)", window)
+        drawn = page.evaluate("() => window.aiotraceReport.drawn()")
+        assert drawn["view"] == list(window)
+        assert drawn["want"] == 0 and drawn["resolution_ns"] == 1000
+        assert all(r["level"] == 0 for r in drawn["rows"])
+        assert all(r["merged"] == 0 for r in drawn["rows"])
+        want = [
+            sp
+            for sp in decode_level(tl["rows"][steps]["levels"][0], 1000)
+            if sp[1] >= window[0] and sp[0] <= window[1]
+        ]
+        # A request's second step, slow_query's first, the next request's first.
+        assert len(want) == 3
+        row = drawn["rows"][steps]
+        assert row["spans"] == len(want)
+        runs = page.evaluate(ROW_RUNS, [row["y"], row["h"]])
+        assert len(runs) == len(want), runs
+        _labels_apart(drawn)
+        assert any(lb["text"].startswith("slow") for lb in drawn["labels"])
+
+        for a, b in [
+            (0, 1e9),
+            (28e9, 29e9),
+            (found["stall_at"] - 1e6, found["stall_at"] + 3e8),
+        ]:
+            page.evaluate("([a, b]) => window.aiotraceReport.setView(a, b)", [a, b])
+            _labels_apart(page.evaluate("() => window.aiotraceReport.drawn()"))
+        assert errors == []
+        assert requests == [path.as_uri()]
+    finally:
+        page.close()
+
+
+def test_search_jumps_to_a_coroutine(
+    browser: Any,
+    long_page: tuple[Path, dict[str, Any], dict[str, int]],
+    tmp_path: Path,
+) -> None:
+    """Typing a coroutine's name in the search box and pressing Enter zooms
+    to its life and highlights its row; a coroutine without a row of its own
+    (found by its id) gets a row at the top showing its life; a user task
+    is found in its lane."""
+    path, data, found = long_page
+    page, errors, requests = open_report(browser, path)
+    try:
+        page.locator("#search").fill("slow_query")
+        hits = page.locator("#search-results li[data-i]")
+        assert hits.count() == 1
+        assert hits.first.inner_text().startswith(f"C{found['slow']} slow_query")
+        page.locator("#search").press("Enter")
+        drawn = page.evaluate("() => window.aiotraceReport.drawn()")
+        row = _row(data, f"C{found['slow']} slow_query")
+        assert drawn["found"] == {"id": found["slow"], "task": False, "row": row}
+        a, b = drawn["view"]
+        assert a < found["slow_at"] < found["slow_at"] + 300_000_000 < b
+        assert b - a < 400_000_000
+        assert drawn["rows"][row]["visible"] and drawn["rows"][row]["spans"] >= 3
+        yellow = page.evaluate(
+            """([y, h]) => {"""
+            + PIXELS
+            + """
+              const c = document.getElementById("timeline");
+              const dpr = window.devicePixelRatio || 1;
+              const d = pixels(c).getImageData(2, Math.floor((y + 2) * dpr), 1, 1).data;
+              return [d[0], d[1], d[2]];
+            }""",
+            [drawn["rows"][row]["y"], drawn["rows"][row]["h"]],
+        )
+        assert yellow == [255, 243, 191]
+        page.screenshot(path=str(tmp_path / "found.png"))
+
+        page.locator("#search").fill("C5000")
+        assert page.locator("#search-results li[data-i]").count() == 1
+        page.locator("#search-results li[data-i]").first.click()
+        drawn = page.evaluate("() => window.aiotraceReport.drawn()")
+        assert drawn["found"]["id"] == 5000 and drawn["found"]["row"] == -1
+        assert drawn["found"]["y"] == 24  # right under the time axis
+        a, b = drawn["view"]
+        assert b - a < 1_000_000  # a request lives 321 µs
+        runs = page.evaluate(ROW_RUNS, [drawn["found"]["y"], drawn["found"]["h"]])
+        assert runs and runs[0][1] - runs[0][0] > 500  # its life, most of the width
+
+        page.locator("#search").fill("task 3")
+        assert page.locator("#search-results li[data-i]").count() == 1
+        page.locator("#search").press("Enter")
+        drawn = page.evaluate("() => window.aiotraceReport.drawn()")
+        assert drawn["found"] == {"id": 3, "task": True, "row": _row(data, "request")}
+        assert drawn["rows"][_row(data, "request")]["spans"] >= 1
+
+        page.locator("#search").fill("no such thing")
+        assert page.locator("#search-results li[data-i]").count() == 0
+        assert (
+            "no coroutine or task matches"
+            in page.locator("#search-results").inner_text()
+        )
+        assert errors == []
+        assert requests == [path.as_uri()]
+    finally:
+        page.close()
+
+
+def test_empty_trace_in_chromium(browser: Any, tmp_path: Path) -> None:
+    """A trace with nothing in it makes a page that opens without errors,
+    draws no row and says there is nothing to draw."""
+    trace = tmp_path / "empty.trace"
+    write_server_trace(trace, seconds=0)
+    data = build_report_data(trace)
+    assert data["events"] == 0
+    assert data["timeline"]["rows"] == [] and data["timeline"]["index"] == ""
+    path = tmp_path / "empty.html"
+    path.write_text(render_report(data), encoding="utf-8")
+    page, errors, requests = open_report(browser, path)
+    try:
+        assert page.evaluate("() => window.aiotraceReport.drawn().rows") == []
+        assert "Nothing to draw" in page.locator("#timeline-section").inner_text()
+        page.locator("#zoom-in").click()
+        page.locator("#search").fill("C1")
+        assert page.locator("#search-results li[data-i]").count() == 0
         assert errors == []
         assert requests == [path.as_uri()]
     finally:

@@ -45,10 +45,39 @@ def _events_until_error(data: bytes) -> tuple[list[Any], TraceError | None]:
     return got, None
 
 
+def _whole_up_to(data: bytes, cut: int) -> bytes | None:
+    """The trace a reader should see when ``data`` is cut at ``cut``: its
+    whole frames before the cut, with the generation cut inside closed by a
+    GENERATION_END that counts its whole batches; None if the cut leaves no
+    generation open."""
+    frames = [f for f in _frame_offsets(data) if f[2] <= cut]
+    gen = batches = events = None
+    for offset, kind, end in frames:
+        if kind is FrameKind.GENERATION:
+            payload = msgpack.unpackb(data[offset + FRAME_HEAD.size : end])
+            gen, batches, events = payload[0], 0, 0
+        elif kind is FrameKind.GENERATION_END:
+            gen = None
+        elif kind is FrameKind.BATCH and gen is not None:
+            assert batches is not None and events is not None
+            payload = msgpack.unpackb(data[offset + FRAME_HEAD.size : end])
+            batches += 1
+            events += len(payload) - 2
+    if gen is None:
+        return None
+    end = frames[-1][2]
+    return (
+        data[:end]
+        + frame(FrameKind.GENERATION_END, msgpack.packb([gen, batches, events]))
+        + frame(FrameKind.TRACE_END, msgpack.packb([0]))
+    )
+
+
 def test_truncation_at_every_byte_offset() -> None:
     """Cut anywhere, the reader yields exactly the events of the complete
-    generations before the cut, then raises a TraceError that says the trace
-    is truncated (or empty) and where it ends."""
+    generations before the cut and of the whole batches of the generation it
+    cuts (as if that generation had ended there), then raises a TraceError
+    that says the trace is truncated (or empty) and where it ends."""
     full = _read(SAMPLE)
     gen_starts = [i for i, ev in enumerate(full) if ev.kind is EventKind.SYNC]
     gen_ends = [*gen_starts[1:], len(full)]
@@ -58,15 +87,23 @@ def test_truncation_at_every_byte_offset() -> None:
         if kind is FrameKind.GENERATION_END
     ]
     assert len(ends) == 2
+    partial_reads = 0
     for cut in range(len(SAMPLE)):
         got, exc = _events_until_error(SAMPLE[:cut])
         assert exc is not None, f"no error for a trace cut at byte {cut}"
         assert "truncated" in str(exc) or "empty" in str(exc), (cut, str(exc))
-        complete = sum(1 for end in ends if end <= cut)
-        want = gen_ends[complete - 1] if complete else 0
-        assert [str(e) for e in got] == [str(e) for e in full[:want]], cut
+        closed = _whole_up_to(SAMPLE, cut)
+        if closed is None:
+            complete = sum(1 for end in ends if end <= cut)
+            want = [str(e) for e in full[: gen_ends[complete - 1] if complete else 0]]
+        else:
+            want = [str(e) for e in _read(closed)]
+            partial_reads += len(want) > len(full[: gen_starts[1]])
+            assert "read up to its last whole batch" in str(exc), (cut, str(exc))
+        assert [str(e) for e in got] == want, cut
         if cut:
             assert exc.offset is not None and exc.offset <= cut
+    assert partial_reads > 0
 
 
 def test_error_names_the_byte_offset_of_the_bad_frame() -> None:

@@ -5,12 +5,18 @@ from __future__ import annotations
 import asyncio
 import io
 import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 from tracegen import encode_trace, sample_trace
 
+import aiotrace
 from aiotrace._format.spec import C
+from aiotrace.analysis import analyze
+from aiotrace.export import write_perfetto
 from aiotrace.reader import AsyncReader, EventKind, Reader, TraceError
 
 SAMPLE = sample_trace()
@@ -40,8 +46,8 @@ async def test_async_reader_over_anyio_tcp(chunk: int) -> None:
 
 @pytest.mark.asyncio
 async def test_async_reader_over_asyncio_stream_reader() -> None:
-    """AsyncReader accepts an asyncio StreamReader, and raises TraceError on a
-    trace the peer cut short."""
+    """AsyncReader accepts an asyncio StreamReader, and on a trace the peer
+    cut short reads up to the cut, as Reader does, then raises TraceError."""
 
     async def handle(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         w.write(SAMPLE[:-20])
@@ -58,8 +64,15 @@ async def test_async_reader_over_asyncio_stream_reader() -> None:
                 got.append(str(ev))
         writer.close()
         await writer.wait_closed()
+    # The first generation whole, then the whole batches of the second,
+    # which the cut left without its GENERATION_END: as Reader reads them.
+    sync_got: list[str] = []
+    with pytest.raises(TraceError, match="read up to its last whole batch"):
+        for ev in Reader(io.BytesIO(SAMPLE[:-20])):
+            sync_got.append(str(ev))
     first_gen = WANT[: [i for i, s in enumerate(WANT) if " SYNC " in s][1]]
-    assert got == first_gen
+    assert got == sync_got
+    assert got[: len(first_gen)] == first_gen and len(got) > len(first_gen)
 
 
 def test_reader_rejects_text_streams_and_non_streams() -> None:
@@ -102,3 +115,22 @@ def test_memory_does_not_grow_with_trace_length() -> None:
     n_long, peak_long = _peak_while_reading(long)
     assert (n_short, n_long) == (10_000, 80_000)
     assert peak_long < 1.5 * peak_short, (peak_short, peak_long)
+
+
+def test_a_trace_file_opened_in_text_mode_gets_the_promised_type_error(
+    tmp_path: Path,
+) -> None:
+    """A real trace file opened with ``open(path)`` (text mode): Reader,
+    analysis.analyze and export.write_perfetto raise TypeError saying to
+    open it in binary mode, not UnicodeDecodeError."""
+    path = tmp_path / "app.trace"
+    with aiotrace.tracing(path):
+        asyncio.run(asyncio.sleep(0))
+    calls: list[Callable[[Any], object]] = [
+        lambda f: list(Reader(f)),
+        analyze,
+        lambda f: write_perfetto(f, tmp_path / "out.json"),
+    ]
+    for call in calls:
+        with open(path) as f, pytest.raises(TypeError, match=r"binary mode \('rb'\)"):
+            call(f)
