@@ -24,7 +24,7 @@ from ._encode import _user_frames, line_of
 from ._format.spec import C, ResourceKind
 from .analysis._dist import Distribution
 from .analysis._format import format_duration
-from .analysis._stalls import STALL, Stall
+from .analysis._stalls import GC_PREFIX, STALL, STALL_METRICS, Stall
 from .reader import NO_COROUTINE, CoroID, LoopID, Stack, StackFrame, ThreadID
 
 TOP: Final = 3
@@ -38,9 +38,10 @@ _TASK_END: Final = C["TaskEnd"]
 _LOOP_STATUS: Final = C["LoopStatus"]
 _CREATE: Final = C["CoroCreate"]
 _STATUS: Final = C["CoroStatus"]
+_METRIC: Final = C["Metric"]
 _STEPS: Final = frozenset({C["CoroRunYield"], C["CoroRunBlock"], C["CoroRunEnd"]})
 _WANTED: Final = frozenset(
-    {_RANGE_BEGIN, _RANGE_END, _SAMPLE, _TASK_BEGIN, _TASK_END, _LOOP_STATUS}
+    {_RANGE_BEGIN, _RANGE_END, _SAMPLE, _TASK_BEGIN, _TASK_END, _LOOP_STATUS, _METRIC}
 )
 _LOOP: Final = int(ResourceKind.LOOP)
 _code = itemgetter(0)
@@ -78,6 +79,7 @@ class Follower:
         self._tasks: dict[str, Distribution] = {}
         self._begun: dict[int, tuple[str, int]] = {}  # task id -> (type, begin)
         self._last: dict[int, tuple[Any, ...]] = {}  # thread -> its last event
+        self._gc_begun: dict[str, int] = {}  # GC range name -> its begin
         self._lock = threading.Lock()
 
     def feed(self, thread: int, events: list[Any]) -> None:
@@ -112,8 +114,13 @@ class Follower:
             code = ev[0]
             if code == _SAMPLE:
                 self._sample(ev[1], ev[3], ev[4], ev[5])
+            elif code == _METRIC:
+                if ev[2] in STALL_METRICS:
+                    self._stall_metric(thread, ev[2], ev[3])
             elif code == _RANGE_BEGIN:
-                if ev[2] == STALL and ev[3] == _LOOP:
+                if ev[2].startswith(GC_PREFIX):
+                    self._gc_begun[ev[2]] = ev[1]
+                elif ev[2] == STALL and ev[3] == _LOOP:
                     prev = events[i - 1] if i else self._last.get(thread)
                     # A stall seen when its step ended follows that step's record.
                     cid = -1
@@ -121,7 +128,11 @@ class Follower:
                         cid = prev[2]
                     self._begin(ev[4], thread, ev[1], cid)
             elif code == _RANGE_END:
-                if ev[2] == STALL and ev[3] == _LOOP:
+                if ev[2].startswith(GC_PREFIX):
+                    gc_begun = self._gc_begun.pop(ev[2], None)
+                    if gc_begun is not None:
+                        self._gc(ev[2], gc_begun, ev[1])
+                elif ev[2] == STALL and ev[3] == _LOOP:
                     st = self._open.pop(ev[4], None)
                     if st is not None:
                         st.duration_ns = max(0, ev[1] - st.start_ns)
@@ -155,6 +166,35 @@ class Follower:
             for t_s, cid_s, raw in [e for e in early if e[0] >= t]:
                 early.remove((t_s, cid_s, raw))
                 self._add_sample(st, cid_s, raw)
+
+    def _gc(self, name: str, t0: int, t1: int) -> None:
+        """Adds a collection to the stalls it overlaps (recent ones too: the
+        threads' buffers are drained in no particular order)."""
+        for recent in self._recent.values():
+            for st in recent:
+                end = (
+                    t1
+                    if self._open.get(st.loop) is st
+                    else st.start_ns + st.duration_ns
+                )
+                overlap = min(t1, end) - max(t0, st.start_ns)
+                if overlap > 0:
+                    st.gc_ns += overlap
+                    st.gc.add(name)
+
+    def _stall_metric(self, thread: int, name: str, value: float) -> None:
+        """A stall's CPU figures, recorded on its loop's thread before its end."""
+        st = next((s for s in self._open.values() if s.thread == thread), None)
+        if st is None or not (0 <= value < 1e12):
+            return
+        ns = round(value * 1e9)
+        which = STALL_METRICS[name]
+        if which == 0:
+            st.cpu_ns = ns
+        elif which == 1:
+            st.runqueue_ns = ns
+        else:
+            st.measured_ns = ns
 
     def _hold(self, st: Stall, cid: int) -> None:
         st.coroutine = CoroID(cid)
@@ -296,7 +336,15 @@ def _stall_lines(stalls: list[Stall], threshold: float | None) -> list[str]:
         f"(threshold {threshold:g} s){', longest first' if n > 1 else ''}:"
     ]
     for st in sorted(stalls, key=lambda st: -st.duration_ns)[:TOP]:
-        where = where_of(st.folded()[0][0]) if st.samples else "no stack sampled"
+        if st.by_gc:
+            gens = ", ".join(sorted(n.removeprefix("GC ") for n in st.gc))
+            where = f"garbage collection ({gens})"
+        elif st.samples:
+            where = where_of(st.folded()[0][0])
+        else:
+            where = "no stack sampled"
+        if st.descheduled:
+            where += " (the OS did not run the loop thread for most of it)"
         who = f" in coroutine {st.coroutine_name}" if st.coroutine_name else ""
         lines.append(f"  {format_duration(st.duration_ns):>9}  {where}{who}")
     if n > TOP:

@@ -6,6 +6,8 @@ import contextlib
 import gc
 import os
 import resource
+import threading
+import time
 from typing import Any, Final
 
 from ._format.spec import C, ResourceKind
@@ -30,6 +32,13 @@ LAG: Final = "/loop/lag:seconds"
 """Metric (on the loop's thread): how long a callback waited to run."""
 READY: Final = "/loop/ready:callbacks"
 """Metric (on the loop's thread): callbacks ready to run."""
+CPU: Final = "/loop/cpu:seconds"
+"""Metric (on the loop's thread): the CPU time that thread has used so far.
+Its rise over wall time is how much of a CPU the loop really had, where the
+loop's busy time counts a loop the OS did not run as busy."""
+RUNQUEUE: Final = "/loop/runqueue:seconds"
+"""Metric (on the loop's thread, Linux): the time that thread has waited
+for a CPU while runnable, so far."""
 
 
 def install_gc(hooks: Hooks) -> None:
@@ -99,6 +108,10 @@ class MetricSampler:
         events.append((_METRIC, now, LAG, (now - sent) / 1e9))
         if ready is not None:
             events.append((_METRIC, now, READY, len(ready)))
+        events.append((_METRIC, now, CPU, time.thread_time()))
+        waited = _runqueue_ns()
+        if waited is not None:
+            events.append((_METRIC, now, RUNQUEUE, waited / 1e9))
 
     def _rss(self) -> int:
         try:
@@ -106,3 +119,12 @@ class MetricSampler:
                 return int(f.read().split()[1]) * self._page
         except (OSError, ValueError, IndexError):
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _runqueue_ns() -> int | None:
+    """The calling thread's run-queue wait so far (Linux), or None."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/schedstat", "rb") as f:
+            return int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None

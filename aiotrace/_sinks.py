@@ -57,6 +57,18 @@ class MemorySink:
         return list(Reader(io.BytesIO(self.getvalue())))
 
 
+PIECE = 1 << 20
+"""Most bytes handed to a sink in one call, so that a stop can give up between
+calls (a socket gets at most ``SOCKET_PIECE``)."""
+
+SOCKET_PIECE = 64 << 10
+"""Most bytes handed to a socket's ``send`` in one call."""
+
+ZERO_WRITES = 100
+"""Consecutive ``write()`` calls returning 0 after which a sink has failed
+(with short sleeps in between: about half a second)."""
+
+
 class SyncSink:
     """SyncSink writes to a path, a binary file or a socket from a thread."""
 
@@ -76,21 +88,52 @@ class SyncSink:
         self._flush = flush
         self._close = close
         self.description = description
+        self.written = 0
+        """Bytes the sink has taken so far."""
 
-    def write(self, data: bytes) -> None:
-        """Writes all of ``data``, however many calls the sink needs.
+    def write(self, data: bytes, cancel: threading.Event | None = None) -> int:
+        """Writes ``data``, however many calls the sink needs; returns the
+        bytes written, fewer than ``len(data)`` only once ``cancel`` is set.
 
-        A raw file may take part of a write (its ``write`` returns the count)
+        The data goes in pieces of at most ``PIECE`` bytes, so that a stop
+        that gives up on a slow sink (``cancel``) is heard between pieces. A
+        raw file may take part of a write (its ``write`` returns the count)
         or, if non-blocking, none of it for now (it returns ``None``).
+
+        Raises:
+            OSError: the sink's ``write`` returned 0 (took nothing)
+                ``ZERO_WRITES`` times in a row: it would spin forever.
         """
-        while data:
-            n = self._write(data)
+        done = 0
+        zeros = 0
+        size = len(data)
+        while done < size:
+            if cancel is not None and cancel.is_set():
+                return done
+            piece = data[done : done + PIECE] if done or size > PIECE else data
+            n = self._write(piece)
             if n is None and self._raw:
                 time.sleep(0.001)  # a non-blocking raw file would block
                 continue
-            if type(n) is not int or not 0 <= n < len(data):
-                return  # all taken (or no count: buffered files return None)
-            data = data[n:]
+            if type(n) is not int or not 0 <= n < len(piece):
+                done += len(piece)  # all taken (buffered files return None)
+                self.written += len(piece)
+                zeros = 0
+                continue
+            if n == 0:
+                zeros += 1
+                if zeros >= ZERO_WRITES:
+                    raise OSError(
+                        f"the sink's write() returned 0 (took no bytes) {zeros} "
+                        "times in a row; a sink must take at least one byte, "
+                        "return None when it takes everything, or raise"
+                    )
+                time.sleep(0.001 * min(zeros, 10))
+                continue
+            zeros = 0
+            done += n
+            self.written += n
+        return done
 
     def finish(self) -> None:
         """Flushes, and closes what aiotrace opened."""
@@ -134,7 +177,14 @@ def adapt(sink: object) -> SyncSink | AsyncSink:
         f = open(path, "wb")  # noqa: SIM115 - closed by SyncSink.finish
         return SyncSink(f.write, flush=f.flush, close=f.close, description=repr(path))
     if isinstance(sink, socket.socket):
-        return SyncSink(sink.sendall, description=f"socket {sink.fileno()}")
+        sock = sink
+        # send(), not sendall(): a stop that gives up on a slow peer is heard
+        # between two sends, where sendall() of the backlog could take hours.
+        return SyncSink(
+            lambda data: sock.send(data[:SOCKET_PIECE]),
+            raw=True,
+            description=f"socket {sink.fileno()}",
+        )
     if isinstance(sink, io.TextIOBase):
         raise TypeError(
             "aiotrace: the sink is a text file; open it in binary mode ('wb')"

@@ -28,10 +28,13 @@ from ._errors import TracingError, TracingWarning
 from ._format.framing import HEADER
 from ._recorder import Recorder
 from ._session import Options, Session
-from ._sinks import AsyncSink, SyncSink, adapt
+from ._sinks import PIECE, AsyncSink, SyncSink, adapt
 
 DEFAULT_MAX_BUFFER_BYTES: Final = 64 << 20
 DEFAULT_METRICS_INTERVAL: Final = 0.1
+DEFAULT_STOP_TIMEOUT: Final = 10.0
+"""Seconds ``stop()``, ``astop()`` and interpreter exit wait for the sink to
+take the rest of the trace before they give up on it."""
 MIN_MAX_BUFFER_BYTES: Final = 64 << 10
 _POLL: Final = 0.02
 
@@ -103,6 +106,11 @@ class Tracer:
         self._error: BaseException | None = None
         self._stopped = False
         self._written = 0
+        self._dropped = 0
+        # Set when a stop gave up on the sink: the writer drops what is left.
+        self._cancel = threading.Event()
+        self._cancel_async: Any = None  # cancels the async writer, on its loop
+        self._scope: anyio.CancelScope | None = None  # the async writer's
         self._writer_done = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -126,7 +134,15 @@ class Tracer:
     @property
     def bytes_written(self) -> int:
         """Bytes the sink has accepted so far."""
+        if isinstance(self._sink, SyncSink):
+            return self._sink.written
         return self._written
+
+    @property
+    def dropped_bytes(self) -> int:
+        """Bytes of the trace never written because a stop gave up waiting
+        for the sink (see ``stop(timeout=...)``); the trace is then cut short."""
+        return self._dropped
 
     @property
     def error(self) -> BaseException | None:
@@ -197,9 +213,9 @@ class Tracer:
             self._loop = loop
             self._loop_thread = threading.get_ident()
             # Held: the loop keeps only a weak reference to its tasks.
-            self._writer_task = loop.create_task(
-                self._write_async(sink), name="aiotrace-write"
-            )
+            task = loop.create_task(self._write_async(sink), name="aiotrace-write")
+            self._writer_task = task
+            self._cancel_async = lambda: loop.call_soon_threadsafe(self._cancel_writer)
             return
         trio = _running_trio()
         if trio is None:
@@ -208,6 +224,8 @@ class Tracer:
                 "inside a running event loop, e.g. `async with aiotrace.tracing(...)`"
             )
         self._loop_thread = threading.get_ident()
+        token = trio.lowlevel.current_trio_token()
+        self._cancel_async = lambda: token.run_sync_soon(self._cancel_writer)
         trio.lowlevel.spawn_system_task(self._write_async, sink, name="aiotrace-write")
 
     def _write_sync(self, sink: SyncSink) -> None:
@@ -216,10 +234,10 @@ class Tracer:
             while True:
                 data, closed = outbox.get_all(None)
                 if data:
-                    sink.write(data)
-                    self._written += len(data)
+                    n = sink.write(data, self._cancel)
+                    self._dropped += len(data) - n
                     outbox.done(len(data))
-                if closed:
+                if closed or self._cancel.is_set():
                     break
             sink.finish()
         except BaseException as exc:
@@ -230,23 +248,69 @@ class Tracer:
 
     async def _write_async(self, sink: AsyncSink) -> None:
         outbox = self._outbox
+        pending = 0  # bytes taken from the outbox and not yet sent
         try:
-            while True:
-                data, closed = outbox.get_all(0)
-                if data:
-                    await sink.send(data)
-                    self._written += len(data)
-                    outbox.done(len(data))
-                elif closed:
-                    break
-                else:
-                    await anyio.sleep(_POLL)
+            with anyio.CancelScope() as scope:
+                self._scope = scope
+                while not self._cancel.is_set():
+                    data, closed = outbox.get_all(0)
+                    if data:
+                        pending = len(data)
+                        for at in range(0, len(data), PIECE):
+                            if self._cancel.is_set():
+                                break
+                            piece = data[at : at + PIECE] if len(data) > PIECE else data
+                            await sink.send(piece)
+                            self._written += len(piece)
+                            pending -= len(piece)
+                        self._dropped += pending
+                        outbox.done(len(data))
+                        pending = 0
+                    elif closed:
+                        break
+                    else:
+                        await anyio.sleep(_POLL)
+            if pending:  # cancelled by a stop that gave up during a send
+                self._dropped += pending
+                outbox.done(pending)
         except BaseException as exc:
             self._fail(exc)
             if not isinstance(exc, Exception):
                 raise
         finally:
             self._writer_done.set()
+
+    def _cancel_writer(self) -> None:
+        """Cancels the async writer's send in progress (on its loop)."""
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def _give_up(self, timeout: float, *, on_loop: bool) -> None:
+        """Stops waiting for the sink after ``timeout``: the writer drops
+        what is left, and a warning says how much."""
+        self._cancel.set()
+        if self.is_async:
+            if on_loop:
+                self._cancel_writer()
+            elif self._cancel_async is not None:
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    self._cancel_async()
+        outbox = self._outbox
+        data, _ = outbox.get_all(0)  # what the writer has not taken yet
+        if data:
+            self._dropped += len(data)
+            outbox.done(len(data))
+        left = outbox.bytes + self._dropped
+        with contextlib.suppress(Exception):  # warnings as errors: stop() goes on
+            warnings.warn(
+                f"aiotrace: the sink {self._sink.description} did not take the "
+                f"trace within {timeout:g} s of stop(): {self.bytes_written} bytes "
+                f"written, {left} bytes dropped; the trace is cut short there "
+                "(readers read it up to the cut). Pass stop(timeout=None) to wait "
+                "for a slow sink",
+                TracingWarning,
+                stacklevel=3,
+            )
 
     def _fail(self, exc: BaseException) -> None:
         alone = False
@@ -308,8 +372,13 @@ class Tracer:
             except TracingError:
                 self._outbox.close()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = DEFAULT_STOP_TIMEOUT) -> None:
         """Stops tracing and returns once every event is written.
+
+        ``timeout`` bounds the wait for the sink, in seconds (None: no
+        bound). A sink that has not taken the rest of the trace by then is
+        given up on: what it has not taken is dropped (``dropped_bytes``),
+        a TracingWarning says so, and the trace ends cut short.
 
         Raises:
             TracingError: the sink failed (the cause is chained), or the sink is
@@ -325,6 +394,7 @@ class Tracer:
                 "aiotrace: this trace writes to an async sink; stop it with "
                 "`await aiotrace.astop()` or use `async with aiotrace.tracing(...)`"
             )
+        timeout = _timeout(timeout)
         mode = self._deactivate()
         if mode is None:
             return
@@ -332,11 +402,15 @@ class Tracer:
         if self.is_async and not _loop_alive(self._loop):
             self._outbox.close()
             self._fail(TracingError("the event loop running the async writer closed"))
-        self._writer_done.wait()
+        if not self._writer_done.wait(timeout):
+            assert timeout is not None
+            self._give_up(timeout, on_loop=False)
         self._raise_error()
 
-    async def astop(self) -> None:
+    async def astop(self, timeout: float | None = DEFAULT_STOP_TIMEOUT) -> None:
         """Stops tracing without blocking the event loop; ``stop`` for async code.
+
+        ``timeout`` bounds the wait for the sink as in ``stop``.
 
         Raises:
             TracingError: the sink failed (the cause is chained), or the writer
@@ -346,15 +420,25 @@ class Tracer:
             raise TracingError(
                 "aiotrace: astop() must run on the event loop that started tracing"
             )
+        timeout = _timeout(timeout)
         mode = self._deactivate()
         if mode is None:
             return
         await anyio.to_thread.run_sync(self._finish_drain, mode)
         if self.is_async:
-            while not self._writer_done.is_set():
-                await anyio.sleep(_POLL)
+            with anyio.move_on_after(timeout):
+                while not self._writer_done.is_set():
+                    await anyio.sleep(_POLL)
+            done = self._writer_done.is_set()
         else:
-            await anyio.to_thread.run_sync(self._writer_done.wait)
+            done = await anyio.to_thread.run_sync(self._writer_done.wait, timeout)
+        if not done:
+            assert timeout is not None
+            self._give_up(timeout, on_loop=True)
+            if self.is_async:  # the writer ends at its next await
+                with anyio.move_on_after(1):
+                    while not self._writer_done.is_set():
+                        await anyio.sleep(0.001)
         self._raise_error()
 
     def _raise_error(self) -> None:
@@ -363,7 +447,7 @@ class Tracer:
             raise TracingError(
                 f"aiotrace: tracing to {self._sink.description} failed: "
                 f"{type(exc).__name__}: {exc}; "
-                f"{self.events} events were encoded, {self._written} bytes written"
+                f"{self.events} events were encoded, {self.bytes_written} bytes written"
             ) from exc
 
 
@@ -414,26 +498,30 @@ def start(
     return tracer
 
 
-def stop() -> None:
+def stop(timeout: float | None = DEFAULT_STOP_TIMEOUT) -> None:
     """Stops tracing, if it is on, once every event is written.
+
+    ``timeout`` bounds the wait for a slow sink (see ``Tracer.stop``).
 
     Raises:
         TracingError: see ``Tracer.stop``.
     """
     tracer = _current
     if tracer is not None:
-        tracer.stop()
+        tracer.stop(timeout)
 
 
-async def astop() -> None:
+async def astop(timeout: float | None = DEFAULT_STOP_TIMEOUT) -> None:
     """Stops tracing, if it is on, without blocking the event loop.
+
+    ``timeout`` bounds the wait for a slow sink (see ``Tracer.stop``).
 
     Raises:
         TracingError: see ``Tracer.astop``.
     """
     tracer = _current
     if tracer is not None:
-        await tracer.astop()
+        await tracer.astop(timeout)
 
 
 def is_enabled() -> bool:
@@ -509,7 +597,7 @@ def _stop_at_exit() -> None:
     if tracer is None or tracer.is_async:
         return
     try:
-        tracer.stop()
+        tracer.stop(DEFAULT_STOP_TIMEOUT)  # read now: a test may shorten it
     except TracingError as exc:
         print(f"aiotrace: at exit: {exc}", file=sys.stderr)
 
@@ -550,6 +638,22 @@ def _positive_or_none(name: str, value: float | None) -> float | None:
             f"aiotrace: {name} must be a positive number of seconds, got {value!r}"
         )
     return float(value)
+
+
+def _timeout(timeout: float | None) -> float | None:
+    """Checks a stop timeout: None, or a non-negative number of seconds."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(
+            "aiotrace: timeout must be a number of seconds or None, "
+            f"got {type(timeout).__name__}"
+        )
+    if not timeout >= 0:  # also NaN
+        raise ValueError(
+            f"aiotrace: timeout must be 0 or more seconds, got {timeout!r}"
+        )
+    return float(timeout) if math.isfinite(timeout) else None
 
 
 def _loop_alive(loop: asyncio.AbstractEventLoop | None) -> bool:

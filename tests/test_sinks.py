@@ -654,3 +654,154 @@ def test_loss_reported_after_a_generation_boundary_is_counted_once() -> None:
     ]
     assert lost_metrics[-1] == tracer.lost_events
     assert len([ev for ev in events if ev.kind is EventKind.SYNC]) >= 2
+
+
+# --- sinks that take nothing, and stops that give up on a slow sink -----------
+
+
+class ZeroFile:
+    """A file-like sink whose write() takes nothing: it returns 0."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def write(self, data: bytes) -> int:
+        self.calls += 1
+        return 0
+
+
+def test_sink_whose_write_returns_zero_fails_instead_of_spinning() -> None:
+    """write() returning 0 forever is a failure after ZERO_WRITES tries, not
+    an endless spin: tracing stops with a TracingWarning and stop() returns,
+    raising a TracingError that says write() returned 0."""
+    from aiotrace._sinks import ZERO_WRITES
+
+    sink = ZeroFile()
+    with pytest.warns(aiotrace.TracingWarning, match="returned 0"):  # noqa: PT031
+        tracer = aiotrace.start(sink)
+        wait_until(lambda: tracer.error is not None, "the sink to be given up")
+    with pytest.raises(aiotrace.TracingError, match=r"write\(\) returned 0") as exc:
+        aiotrace.stop(timeout=None)
+    assert isinstance(exc.value.__cause__, OSError)
+    assert sink.calls == ZERO_WRITES
+    assert not aiotrace.is_enabled()
+
+
+def test_stop_gives_up_on_a_stuck_sink_and_says_how_much_is_dropped() -> None:
+    """stop(timeout) returns although the sink takes nothing: a
+    TracingWarning says how many bytes were written and dropped, and
+    dropped_bytes counts them. The writer, released later, writes nothing
+    more than the piece it held."""
+    sink = StuckFile()
+    tracer = aiotrace.start(sink, runtime_events=False)
+    wait_until(sink.writing.is_set, "the first write")
+    log_numbered("load", 2000)
+    with pytest.warns(aiotrace.TracingWarning, match="did not take the trace within"):
+        aiotrace.stop(timeout=0.05)
+    assert not aiotrace.is_enabled()
+    assert tracer.dropped_bytes > 0
+    assert tracer.bytes_written == 0
+    sink.released.set()
+    wait_until(tracer._writer_done.is_set, "the writer to leave")
+    # The piece the writer held when it was given up on is written, no more.
+    assert tracer.bytes_written == len(sink.data) > 0
+    assert tracer.error is None
+
+
+def test_stop_gives_up_on_a_socket_peer_that_never_reads() -> None:
+    """A socket sink whose peer on 127.0.0.1 stops reading: stop(timeout)
+    returns, the warning names the socket, and what the peer receives once
+    it reads is exactly bytes_written: the start of the trace, cut short."""
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    peer, _ = server.accept()
+    server.close()
+    # Small kernel buffers: the trace is far larger than they hold.
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    try:
+        tracer = aiotrace.start(client, runtime_events=False)
+        for _ in range(20):
+            log_numbered("load", 5000)
+        wait_until(lambda: tracer.events >= 100_000, "the events to be encoded")
+        assert tracer._outbox.bytes > 100_000  # more than the socket can hold
+        with pytest.warns(aiotrace.TracingWarning, match="socket"):
+            aiotrace.stop(timeout=0.1)
+        assert tracer.dropped_bytes > 0
+        client.shutdown(socket.SHUT_WR)
+        got = bytearray()
+        while chunk := peer.recv(1 << 16):
+            got += chunk
+        wait_until(tracer._writer_done.is_set, "the writer to leave")
+        assert len(got) == tracer.bytes_written
+        assert got.startswith(b"AIOTRACE")
+    finally:
+        client.close()
+        peer.close()
+
+
+class NeverSends:
+    """An async stream whose send() never completes."""
+
+    def __init__(self) -> None:
+        self.sending = asyncio.Event()
+
+    async def send(self, data: bytes) -> None:
+        self.sending.set()
+        await asyncio.Event().wait()
+
+
+@pytest.mark.asyncio
+async def test_astop_gives_up_on_an_async_sink_that_never_sends() -> None:
+    """astop(timeout) cancels a send that never completes: it returns with a
+    TracingWarning, the writer task is done, and dropped_bytes counts the
+    whole trace."""
+    sink = NeverSends()
+    tracer = aiotrace.start(sink, runtime_events=False)
+    await sink.sending.wait()
+    log_numbered("load", 100)
+    with pytest.warns(aiotrace.TracingWarning, match="did not take the trace within"):
+        await aiotrace.astop(timeout=0.05)
+    assert tracer._writer_done.is_set()
+    assert tracer.bytes_written == 0
+    assert tracer.dropped_bytes > 0
+    assert tracer.error is None
+
+
+def test_exit_gives_up_on_a_stuck_sink(tmp_path: Path) -> None:
+    """A program that exits with tracing on and its sink stuck still exits:
+    the exit handler waits DEFAULT_STOP_TIMEOUT (shortened here), then warns
+    on stderr and the process ends with status 0."""
+    program = tmp_path / "stuck.py"
+    program.write_text(
+        "import threading, aiotrace, aiotrace._tracer\n"
+        "aiotrace._tracer.DEFAULT_STOP_TIMEOUT = 0.2\n"
+        "class Stuck:\n"
+        "    def write(self, data):\n"
+        "        threading.Event().wait()\n"
+        "aiotrace.start(Stuck())\n"
+        "aiotrace.log('x', 'y')\n"
+    )
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, str(program)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "did not take the trace within 0.2 s" in r.stderr
+
+
+@pytest.mark.parametrize("timeout", [-1, float("nan"), "1", True])
+def test_bad_stop_timeouts_are_refused(timeout: object) -> None:
+    """stop(timeout=...) takes None or seconds >= 0, and says what it got."""
+    aiotrace.start(MemorySink())
+    try:
+        with pytest.raises((TypeError, ValueError), match="timeout"):
+            aiotrace.stop(timeout=timeout)  # type: ignore[arg-type]
+    finally:
+        aiotrace.stop()

@@ -51,6 +51,11 @@ class CoroGroup:
         return self.exec_ns / self.count if self.count else 0.0
 
     @property
+    def mean_sched_wait_ns(self) -> float:
+        """Scheduler wait (time RUNNABLE) per coroutine."""
+        return self.sched_wait_ns / self.count if self.count else 0.0
+
+    @property
     def blocked_ns(self) -> int:
         """Total block time, every reason together."""
         return sum(self.block_ns.values())
@@ -64,6 +69,7 @@ class CoroGroup:
             "exec_ns": self.exec_ns,
             "mean_exec_ns": round(self.mean_exec_ns),
             "sched_wait_ns": self.sched_wait_ns,
+            "mean_sched_wait_ns": round(self.mean_sched_wait_ns),
             "block_ns": dict(sorted(self.block_ns.items(), key=lambda kv: -kv[1])),
         }
 

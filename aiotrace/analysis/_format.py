@@ -84,10 +84,39 @@ def _blocks(block: dict[str, int], n: int = 3) -> str:
 
 
 def _top_frame(stall: Stall) -> str:
+    if stall.by_gc:
+        return f"garbage collection ({_gc_names(stall)})"
     folded = stall.folded()
     if not folded or not folded[0][0].frames:
+        if stall.descheduled:
+            return "(no samples: the OS did not run the loop thread)"
         return "(no samples)"
     return short_frame(folded[0][0].frames[0])
+
+
+def _gc_names(stall: Stall) -> str:
+    return ", ".join(sorted(n.removeprefix("GC ") for n in stall.gc))
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.0f}%" if whole > 0 else "-"
+
+
+def _cpu_line(stall: Stall) -> str | None:
+    """What the loop thread did over the measured part of the stall."""
+    if stall.cpu_ns is None or not stall.measured_ns:
+        return None
+    m = stall.measured_ns
+    line = (
+        f"  the loop thread was on a CPU {_share(stall.cpu_ns, m)} and waiting "
+        f"for one {_share(stall.runqueue_ns or 0, m)} of the "
+        f"{format_duration(m)} measured"
+    )
+    if stall.descheduled:
+        line += ": the OS did not run it (a loaded machine), not the program"
+    elif 2 * stall.cpu_ns < m:
+        line += " (the rest blocked off-CPU: a blocking call, or waiting for the GIL)"
+    return line
 
 
 def _holder(stall: Stall) -> str:
@@ -121,7 +150,16 @@ def format_summary(s: Summary, *, top: int = 10) -> str:
     if s.loops:
         out += ["", "Loops"]
         out += _table(
-            ["loop", "thread", "busy", "idle", "span", "utilisation", "label"],
+            [
+                "loop",
+                "thread",
+                "busy",
+                "idle",
+                "span",
+                "utilisation",
+                "on CPU",
+                "label",
+            ],
             [
                 [
                     str(u.loop),
@@ -130,10 +168,16 @@ def format_summary(s: Summary, *, top: int = 10) -> str:
                     format_duration(u.idle_ns),
                     format_duration(u.span_ns),
                     f"{100 * u.utilisation:.1f}%",
+                    "-" if (c := u.cpu_utilisation) is None else f"{100 * c:.1f}%",
                     u.label,
                 ]
                 for u in s.loops
             ],
+        )
+        out.append(
+            "  utilisation: wall time busy running callbacks (a loop the OS "
+            "does not run counts as busy); on CPU: the CPU time of the loop's "
+            "thread over the time measured"
         )
     out += _distributions("User tasks (latency: begin to end)", s.tasks)
     out += _distributions("Regions (duration)", s.regions)
@@ -151,6 +195,7 @@ def format_summary(s: Summary, *, top: int = 10) -> str:
                 "exec",
                 "mean exec",
                 "sched wait",
+                "mean wait",
                 "blocked",
                 "block by reason",
             ],
@@ -161,6 +206,7 @@ def format_summary(s: Summary, *, top: int = 10) -> str:
                     format_duration(g.exec_ns),
                     format_duration(g.mean_exec_ns),
                     format_duration(g.sched_wait_ns),
+                    format_duration(g.mean_sched_wait_ns),
                     format_duration(g.blocked_ns),
                     _blocks(g.block_ns),
                 ]
@@ -220,9 +266,30 @@ def format_stalls(s: Summary, *, stacks: int = 3, frames: int = 12) -> str:
             f"{began}{status} on loop {x.loop} (thread {x.thread}), "
             f"held by {'coroutine ' if x.coroutine >= 0 else ''}{_holder(x)}",
         ]
+        if x.gc_ns:
+            out.append(
+                f"  garbage collection ran {format_duration(x.gc_ns)} of it "
+                f"({_share(x.gc_ns, x.duration_ns)}; {_gc_names(x)})"
+                + (": the stall is GC's" if x.by_gc else "")
+            )
+        cpu = _cpu_line(x)
+        if cpu is not None:
+            out.append(cpu)
         folded = x.folded()
         if not folded:
-            out.append("  no stack samples")
+            if x.descheduled:
+                out.append(
+                    "  no stack samples: the OS did not run the loop thread "
+                    "(nor the watchdog) for most of it"
+                )
+            elif x.by_gc:
+                out.append("  no stack samples (the collection held the GIL)")
+            else:
+                out.append(
+                    "  no stack samples: the loop thread held the GIL throughout "
+                    "(a C call that does not release it), or the OS did not run "
+                    "the watchdog"
+                )
             continue
         out.append(
             f"  {len(x.samples)} samples, {len(folded)} distinct stacks"

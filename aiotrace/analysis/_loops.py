@@ -9,6 +9,12 @@ from ..reader import NO_THREAD, LoopID, LoopState, ThreadID
 
 _RUNNING, _IDLE, _NOT_EXIST = LoopState.RUNNING, LoopState.IDLE, LoopState.NOT_EXIST
 
+LOOP_CPU = "/loop/cpu:seconds"
+"""Metric (on the loop's thread): the CPU time that thread has used."""
+LOOP_RUNQUEUE = "/loop/runqueue:seconds"
+"""Metric (on the loop's thread, Linux): the time that thread has waited
+for a CPU while runnable."""
+
 
 @dataclass
 class LoopUsage:
@@ -19,6 +25,12 @@ class LoopUsage:
     ``span_ns`` the time from its first to its last transition in the trace
     (its ``close()``, or the end of the trace). A loop that never reports
     idle time (uvloop waits in C) looks fully busy.
+
+    Busy is wall-clock time: a loop the OS does not run while it has work
+    counts as busy. ``cpu_ns`` is the CPU time the loop's thread used, and
+    ``runqueue_ns`` the time it waited for a CPU (Linux), over ``cpu_span_ns``
+    (from the first to the last of the metric samples that measure them;
+    all 0 in a trace without them, e.g. with metrics off).
     """
 
     loop: LoopID
@@ -28,11 +40,22 @@ class LoopUsage:
     idle_ns: int = 0
     span_ns: int = 0
     start_ns: int = 0
+    cpu_ns: int = 0
+    runqueue_ns: int = 0
+    cpu_span_ns: int = 0
 
     @property
     def utilisation(self) -> float:
         """Busy time over the traced span, 0..1."""
         return self.busy_ns / self.span_ns if self.span_ns > 0 else 0.0
+
+    @property
+    def cpu_utilisation(self) -> float | None:
+        """CPU time of the loop's thread over the time measured, 0..1, or
+        None if the trace does not measure it."""
+        if self.cpu_span_ns <= 0:
+            return None
+        return self.cpu_ns / self.cpu_span_ns
 
     def to_dict(self) -> dict[str, Any]:
         """Returns a JSON-able dict of the loop's figures."""
@@ -44,6 +67,12 @@ class LoopUsage:
             "idle_ns": self.idle_ns,
             "span_ns": self.span_ns,
             "utilisation": round(self.utilisation, 6),
+            "cpu_ns": self.cpu_ns,
+            "runqueue_ns": self.runqueue_ns,
+            "cpu_span_ns": self.cpu_span_ns,
+            "cpu_utilisation": (
+                None if (c := self.cpu_utilisation) is None else round(c, 6)
+            ),
         }
 
 
@@ -54,6 +83,8 @@ class LoopAccounting:
         self.usage: dict[int, LoopUsage] = {}
         # loop -> [state, since]; gone once the loop is closed.
         self.state: dict[int, list[Any]] = {}
+        # (loop, metric) -> [first time, first value, last time, last value]
+        self._cpu: dict[tuple[int, str], list[float]] = {}
 
     def transition(
         self, loop: int, t: int, new: LoopState, thread: int, *, restated: bool
@@ -79,6 +110,21 @@ class LoopAccounting:
             self.state.pop(loop, None)
         else:
             self.state[loop] = [new, t]
+
+    def metric(self, loop: int, thread: int, t: int, name: str, value: float) -> None:
+        """Takes a loop's CPU or run-queue metric (cumulative seconds)."""
+        if loop < 0:
+            found = next(
+                (u.loop for u in self.usage.values() if u.thread == thread), None
+            )
+            if found is None:
+                return
+            loop = found
+        m = self._cpu.get((loop, name))
+        if m is None:
+            self._cpu[(loop, name)] = [t, value, t, value]
+        elif value >= m[3]:
+            m[2], m[3] = t, value
 
     def label(self, loop: int, label: str) -> None:
         """Names a loop."""
@@ -106,4 +152,13 @@ class LoopAccounting:
         for loop, st in self.state.items():
             self._close(self.usage[loop], st, end_ns)
         self.state.clear()
+        for (loop, name), (t0, v0, t1, v1) in self._cpu.items():
+            u = self.usage.get(loop)
+            if u is None:
+                continue
+            ns = round((v1 - v0) * 1e9)
+            if name == LOOP_CPU:
+                u.cpu_ns, u.cpu_span_ns = ns, int(t1 - t0)
+            else:
+                u.runqueue_ns = ns
         return sorted(self.usage.values(), key=lambda u: u.loop)

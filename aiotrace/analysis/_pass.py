@@ -4,6 +4,7 @@ the trace's time span and the loop stall events."""
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, Generic, Protocol, TypeVar
@@ -17,8 +18,8 @@ from ..reader import (
     ResourceKind,
     TraceError,
 )
-from ._loops import LoopAccounting
-from ._stalls import STALL, StallTracker
+from ._loops import LOOP_CPU, LOOP_RUNQUEUE, LoopAccounting
+from ._stalls import GC_PREFIX, STALL, STALL_METRICS, StallTracker
 
 Progress = Callable[[int, "int | None"], None]
 """progress(done, total), called at each generation and at the end: bytes
@@ -118,6 +119,7 @@ class StreamPass(Generic[R]):
         self.loops = LoopAccounting()
         self.stalls = StallTracker(name)
         self.error: TraceError | None = None
+        self._gc_open: dict[str, int] = {}  # GC range name -> its begin
 
     def _report(self, n: int) -> None:
         assert self.progress is not None
@@ -168,7 +170,9 @@ class StreamPass(Generic[R]):
         if kind is _STACK_SAMPLE:
             stalls.sample(loop, thread, coro, stack)
         elif kind is _RANGE_BEGIN or kind is _RANGE_ACTIVE:
-            if d[0] == STALL and d[1][0] is _LOOP:
+            if d[0].startswith(GC_PREFIX):
+                self._gc_open[d[0]] = t
+            elif d[0] == STALL and d[1][0] is _LOOP:
                 lid = d[1][1]
                 where = self.loops.thread_of(lid)
                 stalls.begin(
@@ -181,6 +185,20 @@ class StreamPass(Generic[R]):
         elif kind is _RANGE_END:
             if d[0] == STALL and d[1][0] is _LOOP:
                 stalls.end(d[1][1], t)
+            elif d[0].startswith(GC_PREFIX):
+                t0 = self._gc_open.pop(d[0], None)
+                if t0 is not None and stalls.open:
+                    stalls.gc(d[0], t0, t)
+        elif kind is _METRIC and d[0] in STALL_METRICS:
+            if math.isfinite(d[1]):
+                stalls.metric(loop, thread, d[0], d[1])
+        elif kind is _METRIC and (d[0] == LOOP_CPU or d[0] == LOOP_RUNQUEUE):
+            if math.isfinite(d[1]):
+                self.loops.metric(loop, thread, t, d[0], d[1])
         elif kind is _METRIC and d[0] == LOST_METRIC:
-            r = self.result
-            r.lost_events = max(r.lost_events, int(d[1]))
+            lost = d[1]
+            # Any number is a valid metric; only a finite count says how
+            # many were lost (NaN or inf say nothing, and int() of them raises).
+            if lost > 0 and math.isfinite(lost):
+                r = self.result
+                r.lost_events = max(r.lost_events, int(lost))

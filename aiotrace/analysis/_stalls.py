@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,6 +12,37 @@ from ..reader import NO_COROUTINE, CoroID, LoopID, Stack, StackFrame, ThreadID
 
 STALL = "loop stall"
 """The range name the watchdog records for a stall (scope: the loop)."""
+
+STALL_CPU = "/loop/stall/cpu:seconds"
+STALL_RUNQUEUE = "/loop/stall/runqueue:seconds"
+STALL_MEASURED = "/loop/stall/measured:seconds"
+STALL_METRICS = {STALL_CPU: 0, STALL_RUNQUEUE: 1, STALL_MEASURED: 2}
+
+GC_PREFIX = "GC gen"
+"""The range names of garbage collections start so."""
+
+DESCHEDULED = 0.5
+"""A stall whose loop thread waited for a CPU this share of the time
+measured or more was caused by the OS, not by the program."""
+
+# aiotrace's own modules: never the "where" of a stall (older traces may
+# hold their frames in samples).
+_OWN = re.compile(
+    r"[/\\]aiotrace[/\\](?!_demo\.py$)(_[a-z_]+\.py|_loop[/\\][a-z_]+\.py)$"
+)
+
+
+def is_own_frame(f: StackFrame) -> bool:
+    """Whether ``f`` is one of aiotrace's own frames (its hooks, its GC
+    callback, its watchdog), not the program's."""
+    return _OWN.search(f.file) is not None
+
+
+def program_frames(stack: Stack) -> Stack:
+    """Returns ``stack`` without aiotrace's own frames."""
+    if not any(_OWN.search(f.file) for f in stack.frames):
+        return stack
+    return Stack(tuple(f for f in stack.frames if not _OWN.search(f.file)))
 
 
 @dataclass
@@ -24,6 +56,13 @@ class Stall:
     ``ended`` is False for a stall still going when the trace ended (its
     duration is then up to the end of the trace); ``began`` is False for one
     already going when the trace began (its start is unknown).
+
+    ``gc_ns`` is the time garbage collections ran during the stall (any
+    thread's: a collection holds the GIL), ``gc`` their range names. Where
+    the trace has them (Linux), ``cpu_ns`` and ``runqueue_ns`` are the time
+    the loop thread was on a CPU and waiting for one (runnable, but not run
+    by the OS) over ``measured_ns`` of the stall (from the watchdog's first
+    look to its end); all three are None otherwise.
     """
 
     loop: LoopID
@@ -35,6 +74,27 @@ class Stall:
     samples: list[Stack] = field(default_factory=list)
     ended: bool = True
     began: bool = True
+    gc_ns: int = 0
+    gc: set[str] = field(default_factory=set)
+    cpu_ns: int | None = None
+    runqueue_ns: int | None = None
+    measured_ns: int | None = None
+
+    @property
+    def by_gc(self) -> bool:
+        """Whether garbage collection took half the stall or more: the
+        stall is GC's."""
+        return self.gc_ns > 0 and 2 * self.gc_ns >= self.duration_ns
+
+    @property
+    def descheduled(self) -> bool:
+        """Whether the OS kept the loop thread off the CPU for most of the
+        time measured (it was runnable, waiting for a CPU)."""
+        return (
+            self.runqueue_ns is not None
+            and bool(self.measured_ns)
+            and self.runqueue_ns >= DESCHEDULED * (self.measured_ns or 0)
+        )
 
     def folded(self) -> list[tuple[Stack, int]]:
         """Returns the distinct sampled stacks with their counts, most common first."""
@@ -51,6 +111,11 @@ class Stall:
             "coroutine_name": self.coroutine_name,
             "ended": self.ended,
             "began": self.began,
+            "gc_ns": self.gc_ns,
+            "gc": sorted(self.gc),
+            "cpu_ns": self.cpu_ns,
+            "runqueue_ns": self.runqueue_ns,
+            "measured_ns": self.measured_ns,
             "samples": len(self.samples),
             "stacks": [
                 {"count": n, "frames": [list(f) for f in stack.frames]}
@@ -108,10 +173,35 @@ class StallTracker:
             s = next((o for o in self.open.values() if o.thread == thread), None)
             if s is None:
                 return
+        stack = program_frames(stack)
         stack = self._stacks.setdefault(stack, stack)
         s.samples.append(stack)
         if s.coroutine == NO_COROUTINE and coro != NO_COROUTINE:
             s.coroutine, s.coroutine_name = CoroID(coro), self._name_of(coro)
+
+    def gc(self, name: str, t0: int, t1: int) -> None:
+        """Adds a collection from ``t0`` to ``t1`` to the stalls open then."""
+        for s in self.open.values():
+            overlap = t1 - max(t0, s.start_ns)
+            if overlap > 0:
+                s.gc_ns += overlap
+                s.gc.add(name)
+
+    def metric(self, loop: int, thread: int, name: str, value: float) -> None:
+        """Takes a stall's CPU figure, recorded just before its end."""
+        s = self.open.get(loop)
+        if s is None:
+            s = next((o for o in self.open.values() if o.thread == thread), None)
+            if s is None:
+                return
+        ns = round(value * 1e9) if value >= 0 and value < 1e12 else None
+        which = STALL_METRICS[name]
+        if which == 0:
+            s.cpu_ns = ns
+        elif which == 1:
+            s.runqueue_ns = ns
+        else:
+            s.measured_ns = ns
 
     def finish(self, end_ns: int) -> list[Stall]:
         """Ends open stalls at ``end_ns``; returns every stall in time order."""

@@ -77,7 +77,16 @@ class Access:
                     "this endpoint needs 'Authorization: Bearer <token>'",
                     headers={"WWW-Authenticate": 'Bearer realm="aiotrace"'},
                 )
-            if not hmac.compare_digest(given.strip().encode(), self.token):
+            try:
+                # aiohttp decodes header bytes that are not UTF-8 as surrogates.
+                presented = given.strip().encode()
+            except UnicodeEncodeError:
+                return _error(
+                    401,
+                    "the bearer token is not valid UTF-8",
+                    headers={"WWW-Authenticate": 'Bearer realm="aiotrace"'},
+                )
+            if not hmac.compare_digest(presented, self.token):
                 return _error(403, "the bearer token is wrong")
         return None
 

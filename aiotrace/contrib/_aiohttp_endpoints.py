@@ -24,6 +24,9 @@ from ._aiohttp_access import Access, _error
 DEFAULT_PREFIX: Final = "/debug/aiotrace"
 DEFAULT_SECONDS: Final = 1.0
 DEFAULT_MAX_SECONDS: Final = 60.0
+DEFAULT_SEND_TIMEOUT: Final = 30.0
+MAX_FLIGHT_SENDS: Final = 2
+"""Most flight snapshots held in memory for clients at once."""
 _POLL: Final = 0.1  # how often a streaming trace checks that its client is there
 _HEADERS: Final = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
@@ -36,6 +39,7 @@ def add_debug_routes(
     allow_remote: bool = False,
     flight_recorder: aiotrace.FlightRecorder | None = None,
     max_seconds: float = DEFAULT_MAX_SECONDS,
+    send_timeout: float = DEFAULT_SEND_TIMEOUT,
 ) -> None:
     """Adds the live trace and flight recorder endpoints to ``app``.
 
@@ -47,7 +51,14 @@ def add_debug_routes(
     - ``GET {prefix}/flight`` returns ``flight_recorder``'s snapshot (an
       ``aiotrace.FlightRecorder``; the last seconds of the trace, written
       off the event loop), 404 if there is none, 503 saying why if it
-      cannot write one now (never started, another snapshot being written).
+      cannot write one now (never started, another snapshot being written,
+      or ``MAX_FLIGHT_SENDS`` snapshots already on their way to clients).
+
+    A client gets ``send_timeout`` seconds to take what it asked for: the
+    rest of a trace once its seconds are over, or a whole snapshot. A
+    client that does not is cut off (its connection is aborted, so it sees
+    an incomplete transfer) and what it held is freed; a trace's busy state
+    lasts until then, so stuck clients never pile traces up.
 
     Only loopback clients (and Unix sockets) are served unless
     ``allow_remote`` is True, which requires a ``token``; with a token, a
@@ -68,6 +79,15 @@ def add_debug_routes(
         )
     if not (max_seconds > 0 and math.isfinite(max_seconds)):
         raise ValueError(f"aiotrace: max_seconds must be positive, got {max_seconds!r}")
+    if isinstance(send_timeout, bool) or not isinstance(send_timeout, int | float):
+        raise TypeError(
+            "aiotrace: send_timeout must be a number, "
+            f"got {type(send_timeout).__name__}"
+        )
+    if not (send_timeout > 0 and math.isfinite(send_timeout)):
+        raise ValueError(
+            f"aiotrace: send_timeout must be positive, got {send_timeout!r}"
+        )
     if flight_recorder is not None and not isinstance(
         flight_recorder, aiotrace.FlightRecorder
     ):
@@ -76,7 +96,9 @@ def add_debug_routes(
             f"got {type(flight_recorder).__name__}"
         )
     access = Access(token=token, allow_remote=allow_remote)
-    endpoints = _Endpoints(access, flight_recorder, float(max_seconds))
+    endpoints = _Endpoints(
+        access, flight_recorder, float(max_seconds), float(send_timeout)
+    )
     base = prefix.rstrip("/")
     app.router.add_get(f"{base}/trace", endpoints.trace, allow_head=False)
     app.router.add_get(f"{base}/flight", endpoints.flight, allow_head=False)
@@ -109,8 +131,10 @@ class _ResponseSink:
 class _Endpoints:
     """_Endpoints serves one application's debug routes.
 
-    Invariant: ``busy`` is True while one of its traces runs; a second
-    request finds it, or finds another trace by the TracingError of start.
+    Invariant: ``busy`` is True from the start of one of its traces until
+    that trace has stopped (sent, or given up on); a second request finds
+    it, or finds another trace by the TracingError of start. ``flights`` is
+    the number of snapshots held for clients, at most ``MAX_FLIGHT_SENDS``.
     """
 
     def __init__(
@@ -118,11 +142,15 @@ class _Endpoints:
         access: Access,
         flight_recorder: aiotrace.FlightRecorder | None,
         max_seconds: float,
+        send_timeout: float,
     ) -> None:
         self.access = access
         self.flight_recorder = flight_recorder
         self.max_seconds = max_seconds
+        self.send_timeout = send_timeout
         self.busy = False
+        self.flights = 0
+        self.snapshot_lock = asyncio.Lock()
 
     def _seconds(self, request: web.Request) -> float | web.Response:
         raw = request.query.get("seconds")
@@ -169,14 +197,17 @@ class _Endpoints:
             sink.ready.set()
             await _wait(request, sink.gone, seconds)
         finally:
-            self.busy = False
             sink.ready.set()  # a writer still waiting must not wait forever
+            # Not busy until the trace has stopped: a client that does not
+            # read holds the endpoint for at most send_timeout.
+            stopping = asyncio.ensure_future(tracer.astop(self.send_timeout))
+            stopping.add_done_callback(self._stopped)
             try:
                 # Shielded: a handler cancelled here still stops its trace.
-                await asyncio.shield(tracer.astop())
+                await asyncio.shield(stopping)
             except aiotrace.TracingError:
                 failed = True
-        if failed:
+        if failed or tracer.dropped_bytes:
             # The trace was cut short: drop the connection before the last
             # chunk, so that the client sees an incomplete transfer rather
             # than a trace that looks finished.
@@ -188,6 +219,11 @@ class _Endpoints:
             with contextlib.suppress(OSError, RuntimeError):
                 await response.write_eof()
         return response
+
+    def _stopped(self, stopping: asyncio.Future[None]) -> None:
+        self.busy = False
+        if not stopping.cancelled():
+            stopping.exception()  # retrieved: the handler reports it
 
     async def flight(self, request: web.Request) -> web.StreamResponse:
         """Returns the flight recorder's snapshot."""
@@ -201,19 +237,45 @@ class _Endpoints:
                 "no flight recorder: pass flight_recorder=aiotrace.FlightRecorder(...) "
                 "to add_debug_routes",
             )
-        buffer = io.BytesIO()
+        if self.flights >= MAX_FLIGHT_SENDS:
+            return _error(
+                503,
+                f"{self.flights} snapshots are already on their way to clients; "
+                "try again later",
+            )
+        self.flights += 1
         try:
-            await recorder.awrite_to(buffer)
-        except aiotrace.TracingError as exc:  # never started, or busy: try later
-            return _error(503, str(exc).removeprefix("aiotrace: "))
-        return web.Response(
-            body=buffer.getvalue(),
-            headers={
-                **_HEADERS,
-                "Content-Type": "application/octet-stream",
-                "Content-Disposition": f'attachment; filename="{_filename("flight")}"',
-            },
-        )
+            buffer = io.BytesIO()
+            try:
+                async with self.snapshot_lock:  # one at a time, in turn
+                    await recorder.awrite_to(buffer)
+            except aiotrace.TracingError as exc:  # never started, or busy
+                return _error(503, str(exc).removeprefix("aiotrace: "))
+            body = buffer.getvalue()
+            del buffer
+            response = web.StreamResponse(
+                headers={
+                    **_HEADERS,
+                    "Content-Type": "application/octet-stream",
+                    "Content-Disposition": (
+                        f'attachment; filename="{_filename("flight")}"'
+                    ),
+                }
+            )
+            response.content_length = len(body)
+            try:
+                async with asyncio.timeout(self.send_timeout):
+                    await response.prepare(request)
+                    await response.write(body)
+                    await response.write_eof()
+            except (TimeoutError, OSError, RuntimeError):
+                # Too slow, or gone: cut it off, so the snapshot is freed.
+                transport = request.transport
+                if transport is not None:
+                    transport.abort()
+            return response
+        finally:
+            self.flights -= 1
 
 
 async def _wait(request: web.Request, gone: asyncio.Event, seconds: float) -> None:

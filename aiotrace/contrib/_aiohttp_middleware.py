@@ -59,6 +59,13 @@ def middleware(
     and threads it spawns, and their regions and logs, belong to it.
     Exceptions pass through untouched.
 
+    The task's latency covers the middleware chain and the handler only:
+    from when aiohttp calls the middleware to when the handler returns. It
+    leaves out the time before (the request waiting on a busy loop, parsing)
+    and after (writing the response), which aiohttp does not let a
+    middleware time; under load that is most of what clients see. The
+    loop's lag and aiohttp's coroutines' scheduler wait show it.
+
     With tracing off it only checks ``aiotrace.is_enabled()``. A request
     that began before tracing started is not a task. Put it first in
     ``middlewares=[...]`` so that the task covers the other middlewares.

@@ -20,6 +20,7 @@ or ``_chrome.JsonWriter``) encodes it.
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -302,8 +303,8 @@ class PerfettoExporter:
         name = m.name
         if ev.loop != NO_LOOP and name.startswith("/loop/"):
             name = f"{name} loop {ev.loop}"  # one counter track per loop
-        if m.name == "/aiotrace/lost:events":
-            self.lost_events = int(m.value)
+        if m.name == "/aiotrace/lost:events" and math.isfinite(m.value):
+            self.lost_events = max(self.lost_events, int(m.value))
         self._out.counter(ts, name, m.value)
 
     def _sync(self, ev: Event, sync: Sync, ts: int) -> None:

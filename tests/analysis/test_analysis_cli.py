@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 from pathlib import Path
@@ -196,3 +197,38 @@ def test_lost_events_are_reported(tmp_path: Path) -> None:
         json.loads(aiotrace_cli("stats", "--json", str(path)).stdout)["lost_events"]
         == 10
     )
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_lost_metric_is_not_a_count(tmp_path: Path, value: float) -> None:
+    """A trace whose /aiotrace/lost:events metric is NaN or infinite is valid
+    (a metric is any float); stats, stalls, profile, export and report read
+    it through the CLI, exit 0, and count no lost events from it."""
+    from aiotrace._format.spec import C
+    from aiotrace._recorder import clock
+    from aiotrace.reader import LOST_METRIC, Reader, validate
+
+    path = tmp_path / "nan.trace"
+
+    async def main() -> None:
+        await asyncio.sleep(0)
+
+    with aiotrace.tracing(str(path), metrics_interval=None):
+        rec = aiotrace._recorder.active
+        assert rec is not None
+        rec.events().append((C["Metric"], clock(), LOST_METRIC, value))
+        asyncio.run(main())
+    with path.open("rb") as f:
+        assert validate(Reader(f)) == []
+    assert analysis.analyze(path).lost_events == 0
+    for args in (
+        ["stats"],
+        ["stalls"],
+        ["profile"],
+        ["export", "-o", str(tmp_path / "nan.json")],
+        ["report", "-o", str(tmp_path / "nan.html")],
+    ):
+        r = aiotrace_cli(*args, str(path))
+        assert r.returncode == 0, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+    assert "0 lost" in aiotrace_cli("stats", str(path)).stdout

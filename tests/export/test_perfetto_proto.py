@@ -251,7 +251,9 @@ def test_streams_and_bounds_memory(rich_trace: Path) -> None:
     finally:
         _pftrace.MAX_INTERNED, _pftrace.BUNDLE = limit, bundle
     assert result.events == len(events)
-    assert seen[0] > len(out.getvalue()) // 3
+    # A tenth: the stall's stack samples (one every few ms, each with its
+    # stack) come late in the trace and weigh the most.
+    assert seen[0] > len(out.getvalue()) // 10
     raw, bundles = packets(out.getvalue())
     resets = sum(
         1

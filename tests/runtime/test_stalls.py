@@ -5,14 +5,24 @@ stack samples the watchdog thread takes while it lasts."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
-from helpers import hold_until_sampled
-from programs import EAGER_SKIP, Trace, marker_line, read_trace, run, trace_program
+from helpers import hold_until_sampled, wait_until
+from programs import (
+    AIOTRACE_DIR,
+    EAGER_SKIP,
+    Trace,
+    marker_line,
+    read_trace,
+    run,
+    trace_program,
+)
 
 import aiotrace
 from aiotrace.reader import NO_COROUTINE, Event, ResourceID, ResourceKind, StackFrame
@@ -318,3 +328,188 @@ def test_the_watchdog_exits_when_the_sink_fails() -> None:
         if tracer is not None:
             with pytest.raises(aiotrace.TracingError):
                 aiotrace.stop()
+
+
+# --- sampling that names the blocking line -----------------------------------
+
+
+def _watchdog() -> Any:
+    """The running trace's watchdog (internal: the tests wait on its counts)."""
+    session = aiotrace._session.current()
+    assert session is not None and session.runtime is not None
+    wd = session.runtime._watchdog
+    assert wd is not None
+    return wd
+
+
+def _samples_taken() -> int:
+    """Samples the watchdog has taken of the calling thread's stall so far."""
+    return int(_watchdog()._samples.get(threading.get_ident(), 0))
+
+
+async def spin_until_sampled(n: int) -> None:
+    """A pure-Python CPU loop that holds the loop until ``n`` samples of it
+    have been taken (so no clock decides how many)."""
+    await asyncio.sleep(0)
+    while _samples_taken() < n:  # mark: spin
+        pass
+
+
+def _the_stall_samples(trace: Trace, cid: int) -> list[Event]:
+    step = trace.starts(cid)[1]
+    begin, end = _stall_of_step(trace, step)
+    return _samples_in(trace, begin, end)
+
+
+def test_a_pure_python_loop_is_sampled_densely_at_its_line(trace_path: Path) -> None:
+    """A CPU-bound pure-Python loop that holds the loop gets at least 40
+    samples (one every STALL_TICK while it stalls), each at the loop's line (in its own frame, or
+    in the helper the loop calls); none shows one of aiotrace's own frames."""
+
+    async def main() -> None:
+        await asyncio.create_task(spin_until_sampled(40))
+
+    _, trace = trace_program(trace_path, main, stall_threshold=0.05)
+    cid = trace.one(spin_until_sampled.__qualname__)
+    samples = _the_stall_samples(trace, cid)
+    assert len(samples) >= 40
+    where = StackFrame(
+        spin_until_sampled.__qualname__,
+        __file__,
+        marker_line(spin_until_sampled, "spin"),
+    )
+    for s in samples:
+        # The loop's line, innermost or calling the helper it spins on.
+        assert where in s.stack.frames[:3], s.stack.frames[:3]
+        assert not any(f.file.startswith(AIOTRACE_DIR) for f in s.stack.frames)
+
+
+async def hold_the_gil() -> None:
+    """Its last step is a builtin C call that holds the GIL (sum over a
+    range of 25 M: some 0.2-1 s), then spins until sampled. The drain
+    thread is kept from waking meanwhile, so that the watchdog is the one
+    thread waiting for the GIL when the call ends."""
+    session = aiotrace._session.current()
+    assert session is not None
+    drainer = session.drainer
+    interval, drainer.interval = drainer.interval, 3600.0
+    await asyncio.sleep(2 * interval)  # its wait in progress ends
+    total = sum(range(25_000_000))  # mark: hold
+    while _samples_taken() < 1:
+        pass
+    drainer.interval = interval
+    drainer._wake.set()
+    assert total
+
+
+def test_a_c_call_that_holds_the_gil_is_named_by_its_line(trace_path: Path) -> None:
+    """The watchdog cannot sample while a C call holds the GIL; the first
+    sample it takes after it, at the bytecode boundary that ends the call,
+    names the line of the call, not the line after it."""
+
+    async def main() -> None:
+        await asyncio.create_task(hold_the_gil())
+
+    _, trace = trace_program(
+        trace_path, main, stall_threshold=0.05, metrics_interval=None
+    )
+    cid = trace.one(hold_the_gil.__qualname__)
+    samples = _the_stall_samples(trace, cid)
+    assert samples
+    first = min(samples, key=lambda s: s.time)
+    assert first.stack.frames[0] == StackFrame(
+        hold_the_gil.__qualname__, __file__, marker_line(hold_the_gil, "hold")
+    )
+
+
+async def wait_on_lock(lock: threading.Lock) -> None:
+    """Its second step blocks in lock.acquire() (which releases the GIL)
+    until another thread releases the lock."""
+    await asyncio.sleep(0)
+    lock.acquire()  # mark: acquire
+
+
+def test_a_c_call_that_releases_the_gil_is_sampled_all_along(trace_path: Path) -> None:
+    """A blocking call that releases the GIL (a lock held by another thread,
+    released once 30 samples are taken) is sampled throughout: every sample
+    of the stall names the line of the call."""
+    lock = threading.Lock()
+    lock.acquire()
+    ident: list[int] = []
+
+    def release_when_sampled() -> None:
+        wait_until(
+            lambda: ident and _watchdog()._samples.get(ident[0], 0) >= 30,
+            "30 samples of the blocked loop",
+        )
+        lock.release()
+
+    async def main() -> None:
+        ident.append(threading.get_ident())
+        helper = threading.Thread(target=release_when_sampled)
+        helper.start()
+        await asyncio.create_task(wait_on_lock(lock))
+        helper.join()
+
+    _, trace = trace_program(trace_path, main, stall_threshold=0.05)
+    cid = trace.one(wait_on_lock.__qualname__)
+    samples = _the_stall_samples(trace, cid)
+    assert len(samples) >= 30
+    where = StackFrame(
+        wait_on_lock.__qualname__, __file__, marker_line(wait_on_lock, "acquire")
+    )
+    assert {s.stack.frames[0] for s in samples} == {where}
+
+
+def test_a_callback_stall_shows_no_aiotrace_frame(trace_path: Path) -> None:
+    """A plain loop callback (run through aiotrace's Handle._run hook) that
+    stalls is sampled without the hook's frame: asyncio's Handle._run is
+    followed directly by the callback."""
+    done = threading.Event()
+
+    def blocking_callback() -> None:
+        while _samples_taken() < 5:  # mark: callback
+            pass
+        done.set()
+
+    async def main() -> None:
+        asyncio.get_running_loop().call_soon(blocking_callback)
+        while not done.is_set():
+            await asyncio.sleep(0.001)
+
+    _, trace = trace_program(trace_path, main, stall_threshold=0.05)
+    samples = trace.samples()
+    assert len(samples) >= 5
+    line = marker_line(blocking_callback, "callback")
+    for s in samples:
+        files = [f.file for f in s.stack.frames]
+        assert not any(f.startswith(AIOTRACE_DIR) for f in files), files
+        funcs = [f.func for f in s.stack.frames]
+        at = funcs.index(blocking_callback.__qualname__)
+        assert s.stack.frames[at].line == line
+        assert funcs[at + 1] == "Handle._run"
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_sampling_keeps_the_programs_gc_state(trace_path: Path, enabled: bool) -> None:
+    """While the watchdog samples a stalled loop 50 times, the program never
+    sees its GC state change: disabled stays disabled (the watchdog must not
+    re-enable it), enabled stays enabled."""
+    seen: set[bool] = set()
+
+    async def spin() -> None:
+        await asyncio.sleep(0)
+        while _samples_taken() < 50:
+            seen.add(gc.isenabled())
+
+    async def main() -> None:
+        await asyncio.create_task(spin())
+
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        trace_program(trace_path, main, stall_threshold=0.05)
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+    assert seen == {enabled}
