@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,24 +22,23 @@ import pytest
 pytest.importorskip("uvicorn")
 pytest.importorskip("opentelemetry.sdk")
 
-from contrib.test_otel import Receiver  # noqa: E402
+from contrib.test_otel import Receiver
 
-from aiotrace import reader  # noqa: E402
-from aiotrace._follow import child_traces  # noqa: E402
-from aiotrace.contrib import opentelemetry as aotel  # noqa: E402
-from aiotrace.export import build_report_data  # noqa: E402
-from aiotrace.export._processes import merged_events  # noqa: E402
+from aiotrace import reader
+from aiotrace._follow import child_traces
+from aiotrace.contrib import opentelemetry as aotel
+from aiotrace.export import build_report_data
+from aiotrace.export._processes import merged_events
 
 HERE = Path(__file__).resolve().parent
 APP = HERE / "otel_worker_app.py"
 ROOT = HERE.parent
+RUN = [sys.executable, "-m", "aiotrace", "run", "--stall-threshold", "0.2"]
 BOUND = 60.0
 """Seconds any one wait may take before the test fails: a bound, not a measure."""
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -102,8 +102,7 @@ def test_slow_request_from_span_to_line_to_worker_trace(tmp_path: Path) -> None:
         command = ["uvicorn", "otel_worker_app:app", "--app-dir", str(HERE)]
         command += ["--port", str(port), "--workers", "2", "--log-level", "warning"]
         server = subprocess.Popen(
-            [sys.executable, "-m", "aiotrace", "run", "--stall-threshold", "0.2"]
-            + ["-o", "app.trace", "-m", *command],
+            [*RUN, "-o", "app.trace", "-m", *command],
             cwd=tmp_path,
             env=_env(otlp),
             stdout=subprocess.PIPE,
@@ -134,7 +133,7 @@ def test_slow_request_from_span_to_line_to_worker_trace(tmp_path: Path) -> None:
     assert slow.kind == slow.SPAN_KIND_SERVER
     assert _attrs(slow)["process.pid"] == slow_pid
     planted = _line("PLANTED-STALL")
-    stalls = [e for e in slow.events if e.name == aotel.STALL_EVENT]
+    stalls = [e for e in slow.events if e.name == "aiotrace.loop_stall"]
     (stall,) = [e for e in stalls if _attrs(e).get("code.lineno") == planted]
     attrs = _attrs(stall)
     assert attrs["code.filepath"] == str(APP)
