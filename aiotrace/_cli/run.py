@@ -227,7 +227,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"aiotrace run: {exc}", file=sys.stderr)
         return 1
 
-    started_ns = time.time_ns()
+    # File times come from the kernel's coarse clock, which can lag
+    # time.time_ns() by a few milliseconds: a child trace created at once
+    # would look older than the run.
+    started_ns = time.time_ns() - _MTIME_SLACK_NS
     parent = os.getpid()
     follow = args.follow and args.flight is None
     if follow:
@@ -356,6 +359,10 @@ class _Recording:
             f"aiotrace: interrupted while finishing the trace; {self.path} is "
             "cut short (aiotrace reads it up to the cut, with a warning)"
         )
+
+
+_MTIME_SLACK_NS = 1_000_000_000
+"""How much older than the run a child's trace file may look and still count."""
 
 
 def _children_summary(path: str, since_ns: int) -> str | None:
