@@ -270,8 +270,11 @@ def test_memory_stays_within_max_bytes_plus_one_generation() -> None:
     finally:
         rec.stop()
     assert max(held for held, _ in checked) > max_bytes // 2
-    for held, largest in checked:
-        assert largest > 0 and held <= max_bytes + largest, (held, largest)
+    # The generation that took the ring over max_bytes may be dropped by the
+    # time the next snapshot is taken: bound by the largest one seen at all.
+    largest = max(largest for _, largest in checked)
+    for held, in_snapshot in checked:
+        assert in_snapshot > 0 and held <= max_bytes + largest, (held, largest)
 
 
 def _largest_generation(data: bytes) -> int:

@@ -122,11 +122,18 @@ async def test_a_stalling_request_is_caught_in_the_flight_recorder(
                 lambda: any(map(holds_planted_stall, recorder.stall_dumps)),
                 "a stall dump holding the /stall request",
             )
-            async with session.get(f"{url}/debug/aiotrace/flight") as resp:
-                assert resp.status == 200
-                assert resp.headers["Content-Type"] == "application/octet-stream"
-                assert "aiotrace-flight-" in resp.headers["Content-Disposition"]
-                served = await resp.read()
+            served = b""
+            for _ in range(500):  # 503 while an automatic stall dump is written
+                async with session.get(f"{url}/debug/aiotrace/flight") as resp:
+                    if resp.status == 503:
+                        await asyncio.sleep(0.02)
+                        continue
+                    assert resp.status == 200
+                    assert resp.headers["Content-Type"] == "application/octet-stream"
+                    assert "aiotrace-flight-" in resp.headers["Content-Disposition"]
+                    served = await resp.read()
+                    break
+            assert served, "/flight answered 503 for 10 s"
         finally:
             recorder.stop()
     dump = next(d for d in recorder.stall_dumps if holds_planted_stall(d))
