@@ -13,7 +13,9 @@ arguments.
 
 from __future__ import annotations
 
+import base64
 import itertools
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -162,12 +164,11 @@ def _unzigzag(z: int) -> int:
 
 
 def decode_level(b64: str, res_ns: int) -> list[tuple[int, int, int, int, int, int]]:
-    """A row's level as the page embeds it, decoded: (start, end, kind, name,
-    count, fill) per span, in ns, in the order written (fill: 15 for a span,
-    the share its spans cover in 16ths for a block)."""
-    import base64
-
-    vs = _varints(base64.b64decode(b64))
+    """A row's level as the page embeds it (deflated varints in base64),
+    decoded: (start, end, kind, name, count, fill) per span, in ns, in the
+    order written (fill: 15 for a span, the share its spans cover in 16ths
+    for a block)."""
+    vs = _varints(zlib.decompress(base64.b64decode(b64)))
     spans = []
     i = q = 0
     while i < len(vs):
@@ -184,26 +185,39 @@ def decode_level(b64: str, res_ns: int) -> list[tuple[int, int, int, int, int, i
     return spans
 
 
-def decode_index(b64: str) -> list[dict[str, int]]:
-    """The search index as the page embeds it: start and end (ns, to the µs),
-    name, id, task (0 or 1) and row (-1: none) per entry."""
-    import base64
-
-    vs = _varints(base64.b64decode(b64))
+def decode_index(tables: list[dict[str, Any]], res_ns: int) -> list[dict[str, int]]:
+    """The search index as the page embeds it: start and end (ns, to the
+    index's resolution), name, id, task (0 or 1) and row (-1: none) per
+    entry, coroutines first, each table in the order its entries began."""
+    signed = (True, False, False, True, False)
     out = []
-    s = rid = 0
-    for i in range(0, len(vs), 5):
-        s += _unzigzag(vs[i])
-        rid += _unzigzag(vs[i + 3])
-        f = vs[i + 4]
-        out.append(
-            {
-                "start": s * 1000,
-                "end": (s + vs[i + 1]) * 1000,
-                "name": vs[i + 2],
-                "id": rid,
-                "task": f & 1,
-                "row": (f >> 1) - 1,
-            }
-        )
+    for kind, t in enumerate(tables):
+        b = zlib.decompress(base64.b64decode(t["data"]))
+        n = t["entries"]
+        assert len(b) == n * sum(t["widths"])
+        cols = []
+        off = 0
+        for c, w in enumerate(t["widths"]):
+            vals = []
+            for i in range(n):
+                v = sum(b[off + j * n + i] << (8 * j) for j in range(w))
+                if signed[c] and v >= 1 << (8 * w - 1):
+                    v -= 1 << (8 * w)
+                vals.append(v)
+            off += w * n
+            cols.append(vals)
+        s = rid = 0
+        for i in range(n):
+            s += cols[0][i]
+            rid += cols[3][i]
+            out.append(
+                {
+                    "start": s * res_ns,
+                    "end": (s + cols[1][i]) * res_ns,
+                    "name": cols[2][i],
+                    "id": rid,
+                    "task": kind,
+                    "row": cols[4][i] - 1,
+                }
+            )
     return out

@@ -129,7 +129,7 @@ def test_report_data_matches_the_trace(rich_trace: Path) -> None:
         for s0, e0, *_ in _level0(r, levels):
             assert 0 <= s0 <= e0 <= tl["duration_ns"]
     # The search index holds every coroutine and user task.
-    index = decode_index(tl["index"])
+    index = decode_index(tl["index"], tl["index_resolution_ns"])
     assert len(index) == tl["index_entries"] == want["coroutines"] + want["tasks"]
     assert sum(x["task"] for x in index) == want["tasks"]
     assert tl["index_left_out"] == 0
@@ -188,7 +188,7 @@ def test_rows_go_to_coroutines_worth_seeing(
     assert all(r["label"].endswith("handle_request") for r in rows[2:])
     assert tl["coroutines"] == found["coroutines"]
     assert tl["coroutines_left_out"] == found["coroutines"] - len(rows)
-    index = decode_index(tl["index"])
+    index = decode_index(tl["index"], tl["index_resolution_ns"])
     assert len(index) == found["coroutines"] + found["coroutines"] - 1  # + tasks
     names = tl["names"]
     slow = [x for x in index if names[x["name"]] == "slow_query"]
@@ -229,7 +229,7 @@ def test_page_stays_within_its_budget(
         assert r["levels"][-1] is not None
     # The search index keeps the longest-lived within its quarter.
     assert tl["index_left_out"] > 0
-    names = [tl["names"][x["name"]] for x in decode_index(tl["index"])]
+    names = [tl["names"][x["name"]] for x in decode_index(tl["index"], tl["index_resolution_ns"])]
     assert "slow_query" in names and "blocking_call" in names
     assert len(names) == tl["index_entries"]
     assert tl["index_entries"] + tl["index_left_out"] == full["index_entries"]

@@ -397,7 +397,7 @@ def test_empty_trace_in_chromium(browser: Any, tmp_path: Path) -> None:
     write_server_trace(trace, seconds=0)
     data = build_report_data(trace)
     assert data["events"] == 0
-    assert data["timeline"]["rows"] == [] and data["timeline"]["index"] == ""
+    assert data["timeline"]["rows"] == [] and data["timeline"]["index_entries"] == 0
     path = tmp_path / "empty.html"
     path.write_text(render_report(data), encoding="utf-8")
     page, errors, requests = open_report(browser, path)
