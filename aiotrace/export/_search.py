@@ -81,13 +81,12 @@ class SearchIndex:
         if kind:
             self.lanes[slot] = lane + 1
 
-    def lifetimes_by_bits(self) -> list[int]:
-        """How many entries live 2**(b-1) to 2**b - 1 ns, per bit length b."""
-        by_bits = [0] * 65
-        for k in (0, 1):
-            for life in map(operator.sub, self.ends[k], self.starts[k]):
-                by_bits[life.bit_length()] += 1
-        return by_bits
+    def lifetimes(self) -> list[int]:
+        """Every entry's lifetime in ns, shortest first."""
+        lives = list(map(operator.sub, self.ends[0], self.starts[0]))
+        lives += map(operator.sub, self.ends[1], self.starts[1])
+        lives.sort()
+        return lives
 
     def encode(
         self,

@@ -831,18 +831,16 @@ class TimelineBuilder:
             if size <= share:
                 break
         if size > share and n:
-            # Leave out the shortest-lived, by bit length of their lifetime,
-            # guessing from this encoding's bytes per entry; then check.
-            by_bits = self._ix.lifetimes_by_bits()
+            # Leave out the shortest-lived, guessing how many fit from this
+            # encoding's bytes per entry; then check.
+            lives = self._ix.lifetimes()
             per_entry = size / n
-            bits = 0
-            while size > share and bits < 64:
-                room = share / per_entry
-                left = n
-                while bits < 64 and left > room:
-                    left -= by_bits[bits]
-                    bits += 1
-                min_life = (1 << bits) >> 1
+            while size > share and kept:
+                room = min(int(share / per_entry), kept - 1)
+                # Progress even through ties: each round leaves out more.
+                min_life = max(
+                    lives[n - room] if room > 0 else lives[-1] + 1, min_life + 1
+                )
                 tables, size, kept = self._ix.encode(res, min_life, crow, lanes)
                 per_entry = size / max(kept, 1) * 1.05
         return {

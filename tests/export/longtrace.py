@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import random
 import zlib
 from pathlib import Path
 from typing import Any
@@ -27,32 +28,50 @@ LOOP = 1
 THREAD = 100
 WALL0 = 1_795_000_000_000_000_000
 SLOW_WAIT_NS = 300_000_000
+JITTER_BUDGET = 136_000
+"""A page budget too small for the jittered 30 s trace at 1 µs (its rows and
+index take about 1.1 MB then) and big enough for 512 µs (about 106 KB)."""
 STALL_NS = 200_000_000
 
 
-def _request(ev: list[tuple[Any, ...]], t: int, cid: int, task: int) -> None:
+def _request(
+    ev: list[tuple[Any, ...]],
+    t: int,
+    cid: int,
+    task: int,
+    a: int = 30_000,
+    w: int = 268_000,
+    b: int = 20_000,
+) -> None:
+    # A first step of about a, an I/O wait of about w, a second step of b.
     c = C
+    run = t + 2_000 + a + w
     ev += [
         (c["LoopRun"], t, LOOP),
         (c["CoroCreate"], t + 200, cid, None),
         (c["Label"], t + 300, ResourceKind.COROUTINE, cid, "handle_request"),
         (c["CoroStart"], t + 1_000, cid),
         (c["TaskBegin"], t + 2_000, task, 0, "request", None),
-        (c["CoroBlock"], t + 31_000, cid, "io", None),
-        (c["LoopIdle"], t + 32_000, LOOP),
-        (c["LoopRun"], t + 300_000, LOOP),
-        (c["CoroUnblock"], t + 300_500, cid, "io"),
-        (c["CoroStart"], t + 301_000, cid),
-        (c["TaskEnd"], t + 318_000, task, None),
-        (c["CoroEnd"], t + 321_000, cid, "returned"),
-        (c["LoopIdle"], t + 322_000, LOOP),
+        (c["CoroBlock"], t + 1_000 + a, cid, "io", None),
+        (c["LoopIdle"], t + 2_000 + a, LOOP),
+        (c["LoopRun"], run, LOOP),
+        (c["CoroUnblock"], run + 500, cid, "io"),
+        (c["CoroStart"], run + 1_000, cid),
+        (c["TaskEnd"], run + b - 2_000, task, None),
+        (c["CoroEnd"], run + 1_000 + b, cid, "returned"),
+        (c["LoopIdle"], run + 2_000 + b, LOOP),
     ]
 
 
 def write_server_trace(
-    path: Path, *, seconds: int = 30, per_second: int = 1000
+    path: Path, *, seconds: int = 30, per_second: int = 1000, jitter: int = 0
 ) -> dict[str, int]:
     """Writes the trace; returns the ids and times of what is worth seeing.
+
+    With ``jitter`` (a seed), each request's steps and wait vary (steps
+    5-60 µs and 5-40 µs, waits 50-880 µs at 1000 requests a second),
+    drawn from ``random.Random(jitter)``, and nothing is planted: a trace
+    that deflates as a real one does, with requests that outlast 512 µs.
 
     Returns:
         ``slow`` and ``stall``: the coroutine ids of ``slow_query`` and
@@ -66,6 +85,7 @@ def write_server_trace(
     gap = 1_000_000_000 // per_second
     first = 1_000_000_000 + 1
     found: dict[str, int] = {}
+    rng = random.Random(jitter)
     for g in range(seconds):
         now = 1_000_000_000 * (g + 1)
         parts.append(enc.begin_generation(0, now=now, wall=WALL0 + now))
@@ -74,6 +94,18 @@ def write_server_trace(
         for i in range(per_second):
             t = now + 1_000 + i * gap
             if i in skip:
+                continue
+            if jitter:
+                span = gap - 120_000
+                _request(
+                    ev,
+                    t,
+                    next(ids),
+                    next(tasks),
+                    rng.randrange(5_000, 60_000),
+                    rng.randrange(span // 20, span),
+                    rng.randrange(5_000, 40_000),
+                )
                 continue
             _request(ev, t, next(ids), next(tasks))
             if g == seconds - 3 and i == per_second // 10:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from longtrace import decode_level, write_server_trace
+from longtrace import JITTER_BUDGET, decode_level, write_server_trace
 
 from aiotrace import reader
 from aiotrace.export import build_report_data, render_report
@@ -208,7 +208,7 @@ def test_capped_report_says_so_in_chromium(
     page, errors, requests = open_report(browser, path)
     try:
         notices = page.locator("#notices .notice").all_inner_texts()
-        assert any("its busiest rows show real spans down to" in n for n in notices)
+        assert any("every row shows its real spans down to" in n for n in notices)
         assert any("search finds the other" in n for n in notices)
         assert page.evaluate(INK)["ink"] > 0
         assert errors == []
@@ -384,6 +384,83 @@ def test_search_jumps_to_a_coroutine(
             "no coroutine or task matches"
             in page.locator("#search-results").inner_text()
         )
+        assert errors == []
+        assert requests == [path.as_uri()]
+    finally:
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def jitter_page(
+    jitter_trace: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any]]:
+    """The report of the jittered 30-second trace, on a budget too small
+    for its spans at 1 µs: the page and its data."""
+    data = build_report_data(jitter_trace, title="jitter", max_bytes=JITTER_BUDGET)
+    page = tmp_path_factory.mktemp("jitter-page") / "jitter.html"
+    page.write_text(render_report(data), encoding="utf-8")
+    return page, data
+
+
+def _in_window(
+    data: dict[str, Any], row: int, lv: int, window: tuple[int, int]
+) -> list[tuple[int, int, int, int, int, int]]:
+    tl = data["timeline"]
+    return [
+        sp
+        for sp in decode_level(tl["rows"][row]["levels"][lv], tl["levels_ns"][lv])
+        if sp[1] >= window[0] and sp[0] <= window[1]
+    ]
+
+
+def test_tight_budget_still_zooms_to_real_spans(
+    browser: Any, jitter_page: tuple[Path, dict[str, Any]]
+) -> None:
+    """On a budget too small for every span, zooming into 5 ms late in a
+    30-second trace draws every row at 512 µs or finer, and the request
+    lane's requests as spans of their own (no block), one inked run per
+    request or run of requests closer than a pixel; search still finds a
+    coroutine that lived late in the trace, with no row of its own."""
+    path, data = jitter_page
+    tl = data["timeline"]
+    assert 1000 < tl["resolution_ns"] <= 512_000 == tl["required_ns"]
+    assert tl["index_left_out"] == 0 and tl["index_resolution_ns"] > 1000
+    page, errors, requests = open_report(browser, path)
+    try:
+        notices = page.locator("#notices .notice").all_inner_texts()
+        assert any("every row shows its real spans down to" in n for n in notices)
+        assert any("holds every coroutine and user task" in n for n in notices)
+        window = (28_400_000_000, 28_405_000_000)
+        page.evaluate("([a, b]) => window.aiotraceReport.setView(a, b)", window)
+        drawn = page.evaluate("() => window.aiotraceReport.drawn()")
+        assert drawn["view"] == list(window) and drawn["want"] == 0
+        lane = _row(data, "request")
+        for r in drawn["rows"]:
+            assert tl["levels_ns"][r["level"]] <= 512_000
+            spans = _in_window(data, r["index"], r["level"], window)
+            assert r["spans"] == len(spans)
+            assert r["merged"] == sum(sp[4] > 1 for sp in spans)
+        row = drawn["rows"][lane]
+        spans = _in_window(data, lane, row["level"], window)
+        assert len(spans) >= 4 and all(sp[4] == 1 for sp in spans)
+        # Pixels: spans apart by 3 px or more make runs of their own, spans
+        # closer than a pixel one run (between: either).
+        px = (1280 - 232) / (window[1] - window[0])
+        gaps = [(b[0] - a[1]) * px for a, b in itertools.pairwise(sorted(spans))]
+        runs = page.evaluate(ROW_RUNS, [row["y"], row["h"]])
+        assert (
+            1 + sum(g >= 3 for g in gaps) <= len(runs) <= 1 + sum(g > 0 for g in gaps)
+        )
+        _labels_apart(drawn)
+
+        late = tl["coroutines"] - 10
+        page.locator("#search").fill(f"C{late}")
+        assert page.locator("#search-results li[data-i]").count() == 1
+        page.locator("#search").press("Enter")
+        drawn = page.evaluate("() => window.aiotraceReport.drawn()")
+        assert drawn["found"]["id"] == late and drawn["found"]["row"] == -1
+        a, b = drawn["view"]
+        assert b > a > 29e9
         assert errors == []
         assert requests == [path.as_uri()]
     finally:
