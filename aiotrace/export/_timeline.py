@@ -15,15 +15,24 @@ levels where it is still visible. The page draws the coarsest level still
 finer than a pixel, so zooming anywhere shows real spans down to the
 finest level kept.
 
-Size: each level is kept as the page embeds it (varints), so memory and
-the page grow together. A row's level that outgrows ``row_cap`` bytes is
-dropped while reading (that row then shows the next coarser level); at
-the end, the finest levels of the biggest rows are dropped until the page
-fits ``max_bytes``. The page says how fine it is.
+Memory: each level is kept as raw varints while reading; when all of
+them together pass ``MEM_FACTOR`` times the page's budget, the finest
+level kept anywhere goes first, from the biggest row down (``_Memory``).
+
+The page: each level is deflated (the browser inflates it with its own
+DecompressionStream), and the budget ``max_bytes`` (base64 counted) is
+spent in this order (``_Fit``): every row's levels down to 512 µs
+(``REQUIRED_NS``), so that zooming in shows real spans at 1 ms or better
+on every row; then the search index, in up to half of what is left, at
+the finest time resolution that holds every entry (1, 8, 64 or 512 µs;
+only beyond that are the shortest-lived left out); then finer levels,
+evenly: one level finer for every row that fits, smallest rows first,
+before any row goes finer still. If even the 512 µs levels do not fit in
+three quarters of the budget, the finest go first, from the biggest row
+down. The page says how fine it is and what it left out.
 
 Search: every coroutine and user task gets an entry (start, end, name,
-id, row) in an index the page searches; beyond a quarter of the budget,
-the shortest-lived are left out.
+id, row); see ``_search.SearchIndex``.
 """
 
 from __future__ import annotations
