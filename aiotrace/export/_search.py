@@ -21,9 +21,6 @@ from array import array
 from itertools import compress, repeat
 from typing import Any
 
-_SIGNED = (True, False, False, True, False)
-"""Per column (start delta, duration, name, id delta, row + 1): signed or not."""
-
 
 def _width(col: array[int], signed: bool) -> int:
     if not col:
@@ -41,6 +38,20 @@ def _planes(col: array[int], width: int) -> bytes:
     return b"".join(b[i :: col.itemsize] for i in range(width))
 
 
+class _Columns:
+    """_Columns deflates columns one after the other, noting their widths."""
+
+    def __init__(self, z: Any, parts: list[bytes], widths: list[int]) -> None:
+        self.z = z
+        self.parts = parts
+        self.widths = widths
+
+    def __call__(self, col: array[int], signed: bool) -> None:
+        w = _width(col, signed)
+        self.widths.append(w)
+        self.parts.append(self.z.compress(_planes(col, w)))
+
+
 def _deltas(col: array[int]) -> array[int]:
     out = array("q", col[:1])
     out.extend(map(operator.sub, col[1:], col[:-1]))
@@ -56,7 +67,7 @@ class SearchIndex:
 
     def __init__(self) -> None:
         self.ids = (array("q"), array("q"))
-        self.names = (array("q"), array("q"))
+        self.names = (array("i"), array("i"))
         self.starts = (array("q"), array("q"))
         self.ends = (array("q"), array("q"))
         self.lanes = array("q")  # per task: its lane key + 1 (0: none)
@@ -126,11 +137,19 @@ class SearchIndex:
                     )
                 )
                 ids = array("q", compress(ids, mask))
-                names = array("q", compress(names, mask))
+                names = array("i", compress(names, mask))
                 starts = array("q", compress(starts, mask))
                 ends = array("q", compress(ends, mask))
                 rows = array("q", compress(rows, mask))
+            # One column at a time, each deflated as soon as it is made, so
+            # that a few million entries cost one column's copies at a time.
+            z = zlib.compressobj(6)
+            parts: list[bytes] = []
+            widths: list[int] = []
+            column = _Columns(z, parts, widths)
             qs = array("q", map(operator.floordiv, starts, repeat(res_ns)))
+            column(_deltas(qs), True)
+            del starts
             qe = array(
                 "q",
                 map(
@@ -138,17 +157,14 @@ class SearchIndex:
                     map(operator.floordiv, map(operator.neg, ends), repeat(res_ns)),
                 ),
             )
-            cols = [
-                _deltas(qs),
-                array("q", map(operator.sub, qe, qs)),
-                names,
-                _deltas(ids),
-                rows,
-            ]
-            widths = [_width(c, sg) for c, sg in zip(cols, _SIGNED, strict=True)]
-            blob = zlib.compress(
-                b"".join(_planes(c, w) for c, w in zip(cols, widths, strict=True)), 6
-            )
+            del ends
+            column(array("q", map(operator.sub, qe, qs)), False)
+            del qs, qe
+            column(names, False)
+            column(_deltas(ids), True)
+            column(rows, False)
+            parts.append(z.flush())
+            blob = b"".join(parts)
             data = base64.b64encode(blob).decode("ascii")
             size += len(data)
             kept += len(ids)

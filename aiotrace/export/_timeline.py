@@ -86,8 +86,9 @@ DEFAULT_MAX_BYTES = 10_000_000
 """The default page budget for the timeline and its search index."""
 _MEM_STEP = 1 << 18
 """A level's growth, in bytes, between two looks at the builder's memory."""
-MEM_FACTOR = 8
-"""The levels held while reading may take this many times the page's budget."""
+MEM_FACTOR = 4
+"""The levels held while reading may take this many times the page's budget
+(about what a budget's worth of deflated levels inflates to)."""
 REQUIRED_NS = 1_000_000
 """Every row keeps its levels at this resolution or coarser first (512 µs)."""
 INDEX_RES_NS = (1000, 8000, 64_000, 512_000)
@@ -879,10 +880,8 @@ class _Fit:
         self.keep = [max(_finest(out), self.req) for out in outs]
         self.total = 0
         self._z: dict[tuple[int, int], str] = {}
-        for i, out in enumerate(outs):
-            self.total += sum(
-                self.size(i, lv) for lv in range(self.keep[i], n_levels) if out[lv]
-            )
+        for i in range(len(outs)):
+            self.total += sum(self.size(i, lv) for lv in range(self.keep[i], n_levels))
 
     def b64(self, i: int, lv: int) -> str | None:
         """Row ``i``'s level ``lv`` as the page embeds it (deflated, base64)."""
