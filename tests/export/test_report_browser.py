@@ -78,7 +78,7 @@ def open_report(browser: Any, page_path: Path) -> tuple[Any, list[str], list[str
     page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
     page.on("request", lambda r: requests.append(r.url))
     page.goto(page_path.as_uri())
-    page.wait_for_selector("body[data-ready='1']", timeout=20_000)
+    page.wait_for_selector("body[data-ready='1']", timeout=60_000)
     return page, errors, requests
 
 
