@@ -165,13 +165,14 @@ class _Lod:
 
         ``c`` spans covering ``cov`` ns of it (all of it if -1) stand behind it.
         """
+        d = e - s
         if cov < 0:
-            cov = e - s
+            cov = d
+        key = 0 if self.exclusive else k
+        pends = self.pend
         while lv < LEVELS:
             r = RES[lv]
-            d = e - s
-            pend = self.pend[lv]
-            key = 0 if self.exclusive else k
+            pend = pends[lv]
             p = pend.get(key)
             if p is not None:
                 if d < r and s - p[1] < r:
@@ -191,7 +192,25 @@ class _Lod:
             if d < r:
                 pend[key] = [s, e, k, n, c, d, cov]
                 return
-            self._write(lv, (s, e, k, n, c, d, cov))
+            out = self.out[lv]
+            if c == 1 and out is not None:
+                # _write's common case, inline (the hot path).
+                qs = s // r
+                dq = qs - self.last[lv]
+                self.last[lv] = qs
+                z = dq << 1 if dq >= 0 else (-dq << 1) - 1
+                du = e // r - qs
+                head = (n << 5) | (k << 1)
+                if z < _SMALL and du < _SMALL and head < _SMALL:
+                    out += _VB[z] + _VB[du] + _VB[head]
+                else:
+                    _uv(out, z)
+                    _uv(out, du)
+                    _uv(out, head)
+                if len(out) > self.cap:
+                    self.mem.grew(self)
+            else:
+                self._write(lv, (s, e, k, n, c, d, cov))
             lv += 1
 
     def _write(self, lv: int, p: Any) -> None:
