@@ -88,8 +88,8 @@ _MEM_STEP = 1 << 18
 """A level's growth, in bytes, between two looks at the builder's memory."""
 MEM_FACTOR = 8
 """The levels held while reading may take this many times the page's budget:
-deflated, levels shrink 4-10 times, and the 512 µs levels of every row must
-stay (at 4 times, a 5-minute aiohttp trace lost some rows' 512 µs levels)."""
+deflated, levels shrink 2.5-5.5 times, and the 512 µs levels of every row
+must stay (at 4 times, a 5-minute aiohttp trace lost some of them)."""
 REQUIRED_NS = 1_000_000
 """Every row keeps its levels at this resolution or coarser first (512 µs)."""
 INDEX_RES_NS = (1000, 8000, 64_000, 512_000)
