@@ -844,7 +844,7 @@ class TimelineBuilder:
         """The search index at the finest resolution that fits ``share`` bytes.
 
         If even the coarsest does not fit, the shortest-lived entries are
-        left out, by powers of two of their lifetime.
+        left out (all entries living less than ``min_life_ns``).
         """
         crow = {}
         for cid in coro_rows:
