@@ -560,6 +560,7 @@ class _ProfilePass(StreamPass[Profile]):
                         del live[cid]
                 if recs:
                     last = last_time(recs, dropped, last)
+                del gen, recs  # or they stay alive while the next is decoded
         except TraceError as exc:
             self.error = exc
         return n, first, last

@@ -391,6 +391,7 @@ class _Pass(StreamPass[Summary]):
                             regions.drop(cid)
                 if recs:
                     last = last_time(recs, dropped, last)
+                del gen, recs  # or they stay alive while the next is decoded
         except TraceError as exc:
             self.error = exc
         return n, first, last
