@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -140,6 +140,8 @@ class _Pass(StreamPass[Summary]):
         self.coros = CoroAccounting()
         self.tasks = TaskAccounting()
         self.regions = RegionAccounting()
+        # on_sync(time, wall_time_ns) at each generation's SYNC, if set.
+        self.on_sync: Callable[[int, int], None] | None = None
         super().__init__(events, by_bytes, progress, Summary(), self.coros.name)
 
     def run(self) -> Summary:
@@ -227,6 +229,8 @@ class _Pass(StreamPass[Summary]):
                         )
                 elif kind is _SYNC:
                     s.lost_events = max(s.lost_events, d[1])
+                    if self.on_sync is not None:
+                        self.on_sync(t, d[0])
                     if progress is not None:
                         self._report(n)
                 else:
@@ -267,6 +271,8 @@ class _Pass(StreamPass[Summary]):
                     last = t
                 n += 1 + len(recs)  # less those the Typer would not yield
                 s.lost_events = max(s.lost_events, gen.lost_events)
+                if self.on_sync is not None:
+                    self.on_sync(t, gen.wall_time_ns)
                 if progress is not None:
                     self._report(n - len(recs))
                 dropped: set[int] = set()
