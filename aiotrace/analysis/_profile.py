@@ -437,7 +437,7 @@ class _ProfilePass(StreamPass[Profile]):
                 dropped: set[int] = set()
                 for ev in recs:
                     k = kinds[ev[2]]
-                    if k >= k_region_begin:  # regions and logs: nothing to profile
+                    if k >= k_region_begin:  # regions, logs, tasks: nothing here
                         continue
                     t = ev[0]
                     # Each coroutine transition: its coroutine, new state,

@@ -52,13 +52,16 @@ STEP_END_END = END + STEP_END
 REGION_BEGIN = C["RegionBegin"]
 REGION_END = C["RegionEnd"]
 LOG = C["Log"]
+TASK_BEGIN = C["TaskBegin"]
+TASK_END = C["TaskEnd"]
 
 # What a pass does with a record, by its code: KIND[code]. The frequent
 # transitions get their own; OTHER goes through the Typer's handler. The
-# passes rely on the order: K_STATUS and K_WAITING, then the regions and
-# logs, are consecutive and last.
+# passes rely on the order: K_STATUS and K_WAITING, then the regions, logs
+# and user tasks, are consecutive and last. A pass that handles user tasks
+# itself leaves the Typer's table of open tasks unused (and empty).
 OTHER, K_START, K_BLOCK, K_YIELD, K_UNBLOCK, K_END, K_CREATE, K_STATUS = range(8)
-K_WAITING, K_REGION_BEGIN, K_REGION_END, K_LOG = range(8, 12)
+K_WAITING, K_REGION_BEGIN, K_REGION_END, K_LOG, K_TASK_BEGIN, K_TASK_END = range(8, 14)
 KIND = [OTHER] * (2 * STEP_END)
 for _codes, _kind in (
     ((START, RUN_YIELD, RUN_BLOCK, RUN_END), K_START),  # a step reads as its start
@@ -72,6 +75,8 @@ for _codes, _kind in (
     ((REGION_BEGIN,), K_REGION_BEGIN),
     ((REGION_END,), K_REGION_END),
     ((LOG,), K_LOG),
+    ((TASK_BEGIN,), K_TASK_BEGIN),
+    ((TASK_END,), K_TASK_END),
 ):
     for _code in _codes:
         KIND[_code] = _kind

@@ -30,6 +30,8 @@ from ._records import (
     K_REGION_END,
     K_START,
     K_STATUS,
+    K_TASK_BEGIN,
+    K_TASK_END,
     K_UNBLOCK,
     K_WAITING,
     K_YIELD,
@@ -259,6 +261,8 @@ class _Pass(StreamPass[Summary]):
         k_unblock, k_end = K_UNBLOCK, K_END
         k_create, k_status, k_waiting, k_log = K_CREATE, K_STATUS, K_WAITING, K_LOG
         k_region_begin, k_region_end = K_REGION_BEGIN, K_REGION_END
+        k_task_begin, k_task_end = K_TASK_BEGIN, K_TASK_END
+        tasks = self.tasks
         n = 0
         first: int | None = None
         last = 0
@@ -351,6 +355,12 @@ class _Pass(StreamPass[Summary]):
                                 if c[1] != NO_COROUTINE:
                                     c[2].append(c[1])
                                 c[1] = cid
+                    elif k == k_task_begin:
+                        tasks.begin(ev[3], ev[5], t)
+                        continue
+                    elif k == k_task_end:
+                        tasks.end(ev[3], t)
+                        continue
                     else:
                         out = handlers[ev[2]](ev, ctx.get(ev[1]) or context(ctx, ev[1]))
                         if out is None:
