@@ -118,7 +118,7 @@ def analyze(
 _ST = EventKind.STATE_TRANSITION
 _TASK_BEGIN, _TASK_END = EventKind.TASK_BEGIN, EventKind.TASK_END
 _REGION_BEGIN, _REGION_END = EventKind.REGION_BEGIN, EventKind.REGION_END
-_LABEL, _SYNC = EventKind.LABEL, EventKind.SYNC
+_LABEL, _SYNC, _LOG = EventKind.LABEL, EventKind.SYNC, EventKind.LOG
 _COROUTINE, _LOOP = ResourceKind.COROUTINE, ResourceKind.LOOP
 _LOOP_UNKNOWN = LoopState.UNDETERMINED
 _UNDETERMINED, _RUNNABLE, _RUNNING, _WAITING, _NOT_EXIST = (
@@ -229,6 +229,8 @@ class _Pass(StreamPass[Summary]):
                         loop_transition(
                             r[1], t, d[4], thread, restated=d[3] is _LOOP_UNKNOWN
                         )
+                elif kind is _LOG:
+                    continue  # no figure comes from logs
                 elif kind is _SYNC:
                     s.lost_events = max(s.lost_events, d[1])
                     if self.on_sync is not None:
@@ -415,14 +417,14 @@ class _Pass(StreamPass[Summary]):
     def _other(self, ev: Event) -> None:
         """Handles the events other than transitions and syncs."""
         kind, t, coro, _, thread, _, d = ev
-        if kind is _TASK_BEGIN:
-            self.tasks.begin(d[0], d[2], t)
-        elif kind is _TASK_END:
-            self.tasks.end(d[0], t)
-        elif kind is _REGION_BEGIN:
+        if kind is _REGION_BEGIN:
             self.regions.begin(coro if coro != NO_COROUTINE else ~thread, d[0], d[1], t)
         elif kind is _REGION_END:
             self.regions.end(coro if coro != NO_COROUTINE else ~thread, d[0], d[1], t)
+        elif kind is _TASK_BEGIN:
+            self.tasks.begin(d[0], d[2], t)
+        elif kind is _TASK_END:
+            self.tasks.end(d[0], t)
         elif kind is _LABEL:
             rid = d[1]
             if rid[0] is _COROUTINE:
