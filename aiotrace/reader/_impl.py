@@ -78,7 +78,8 @@ def _setup(mod: ModuleType) -> None:
         for argname, kind in spec.args:
             valid = _ENUMS.get((spec.name, argname))
             if valid is not None:
-                assert valid.start == 0 and valid.step == 1
+                assert valid.start == 0
+                assert valid.step == 1
                 arg_kinds.append(4)
                 limits.append(valid.stop)
             else:
@@ -86,6 +87,8 @@ def _setup(mod: ModuleType) -> None:
                 limits.append(0)
         end = BY_NAME[STEPS[spec.name][1]].code + STEP_END if spec.name in STEPS else -1
         specs[code] = (tuple(arg_kinds), tuple(limits), end)
+    for enum in (m.ResourceKind, m.CoroState, m.LoopState):
+        assert [int(v) for v in enum] == list(range(len(enum)))  # indexed by value
     k = m.EventKind
     mod.setup(
         Event=m.Event,

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -243,3 +246,27 @@ def test_both_reject_damaged_batches_alike(tmp_path: Path, seed: int) -> None:
         _, error = _both(_encode(frames))
         errors += error is not None
     assert errors > 50  # most mutants are bad; a few stay valid (e.g. 2.0)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("1", "python"), ("0", "c"), ("", "c")]
+)
+def test_the_environment_variable_forces_pure_python(value: str, expected: str) -> None:
+    """AIOTRACE_PURE_PYTHON=1 at import makes the reader pure Python; unset,
+    empty or 0, the reader uses the C extension where it was built."""
+    if expected == "c" and not _impl.available():
+        expected = "python"
+    env = {**os.environ, "AIOTRACE_PURE_PYTHON": value}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import aiotrace.reader as r; print(r.implementation())",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        timeout=60,
+    ).stdout
+    assert out == f"{expected}\n"
