@@ -456,6 +456,10 @@ cd_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             Py_INCREF(vals[j]);
             PyTuple_SET_ITEM(rec, 3 + j, vals[j]);
         }
+        /* Only ints, floats and strs: the collector would untrack it at
+         * its first pass (as it does the Python twin's records); untracked
+         * now, a generation held for sorting costs it nothing. */
+        PyObject_GC_UnTrack(rec);
         int r = PyList_Append(out, rec);
         Py_DECREF(rec);
         if (r < 0)
@@ -489,6 +493,7 @@ cd_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 Py_INCREF(ZERO);
                 PyTuple_SET_ITEM(end, 4, ZERO);
             }
+            PyObject_GC_UnTrack(end);
             r = PyList_Append(out, end);
             Py_DECREF(end);
             if (r < 0)
