@@ -141,7 +141,8 @@ class Typer:
         )
         self._stacks = gen.stacks
         raw = gen.records
-        raw.sort(key=_by_time)  # stable: same-time events keep their order
+        if not self._c.sort_by_time(raw):  # a time beyond 64 bits
+            raw.sort(key=_by_time)  # stable: same-time events keep their order
         it: Iterator[Event] = self._c.TypeIter(
             raw,
             self._ctx,
