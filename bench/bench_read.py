@@ -10,9 +10,14 @@ that the drainer encodes as it would in production; then ``aiotrace.stop()``.
 Then, in interleaved rounds, it times reading the file back:
 
 - raw: ``for ev in Reader(f).raw()`` (decoded and validated, file order);
-- typed: ``for ev in Reader(f)`` (ordered, with state tracking, Event objects).
+- typed: ``for ev in Reader(f)`` (ordered, with state tracking, Event
+  objects), once with the C extension's loops (``typed C``) and once with
+  their pure-Python twin (``typed Python``), when the extension is built.
 
-It reports the median events/s over rounds, with min-max. Memory: a child
+Rates are events per second of CPU time (``time.process_time``: this
+process only, so another tenant's load on a shared machine moves them less
+than wall time). It reports the median over rounds, with min-max, and the
+median of the per-round ratios C / Python. Memory: a child
 process streams the 500k-event trace, another one a trace twice as long
 (each raw, then typed), and each reports its peak RSS growth (VmHWM in
 ``/proc/self/status``, so Linux only) over its RSS before reading; equal
@@ -34,6 +39,7 @@ reports the medians and the median of the per-round ratios.
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import os
@@ -42,6 +48,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from typing import Any
 
 from _common import (
     Event,
@@ -57,9 +64,10 @@ from _common import (
 
 import aiotrace
 from aiotrace import _recorder
-from aiotrace.reader import Reader
+from aiotrace.reader import Reader, _impl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+_LABEL = {"c": "C", "python": "Python"}
 CHUNK = 50_000
 """Events appended at a time; the writer drains between chunks."""
 
@@ -103,8 +111,19 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
+def read_with(impl: str, path: str) -> int:
+    """Streams the trace's typed events with ``impl`` ("c" or "python")."""
+    _impl.use(impl)
+    try:
+        return read_typed(path)
+    finally:
+        _impl.use("python")
+
+
 def child_memory(mode: str, path: str) -> None:
     """In a child process: streams ``path`` and prints its RSS growth in KiB."""
+    if mode == "typed Python":
+        _impl.use("python")
     with open(path, "rb") as f:
         before = _status_kib("VmRSS")  # everything is imported
         n = 0
@@ -119,7 +138,7 @@ def child_memory(mode: str, path: str) -> None:
 def measure_memory(mode: str, path: str) -> tuple[int, int, int]:
     """Returns (events, peak RSS growth KiB, peak RSS KiB) of a child streaming.
 
-    ``mode`` is "raw" or "typed".
+    ``mode`` is "raw", "typed" or "typed Python" (the pure-Python twin).
     """
     out = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--child-memory", mode, path],
@@ -269,29 +288,34 @@ def main() -> None:
         size = os.path.getsize(path)
         # Warm up (page cache, imports) and count: raw events are what was
         # recorded plus thread labels; typed ones add each generation's SYNC.
-        expected = {"raw": read_raw(path), "typed": read_typed(path)}
-        total = expected["typed"]
-        print(
-            f"written through aiotrace.start(path): {expected['raw']} raw events "
-            f"({total} typed) in {size} bytes, {size / expected['raw']:.2f} "
-            "bytes/event"
-        )
-        readers = {"raw": (read_raw, path), "typed": (read_typed, path)}
+        impls = ["c", "python"] if _impl.available() else ["python"]
+        if not _impl.available():
+            print("the C extension is not built: pure Python only")
+        readers: dict[str, tuple[Any, str]] = {}
         traces = {"synthetic": path}
         exec_path = os.path.join(tmp, "exec.trace")
-        exec_size = 0
         if record_execution(exec_path, args.quick):
-            exec_size = os.path.getsize(exec_path)
-            expected["exec raw"] = read_raw(exec_path)
-            expected["exec typed"] = read_typed(exec_path)
-            print(
-                f"execution trace (bench_sched's workloads): {expected['exec raw']} "
-                f"raw events ({expected['exec typed']} typed) in {exec_size} bytes"
-            )
-            readers["exec raw"] = (read_raw, exec_path)
-            readers["exec typed"] = (read_typed, exec_path)
             traces["execution"] = exec_path
-        print(f"{args.rounds} interleaved rounds (raw, typed; every trace)")
+        expected: dict[str, int] = {}
+        for name, p in traces.items():
+            readers[f"{name} raw"] = (read_raw, p)
+            for impl in impls:
+                readers[f"{name} typed {_LABEL[impl]}"] = (
+                    functools.partial(read_with, impl),
+                    p,
+                )
+        for key, (fn, p) in readers.items():
+            expected[key] = fn(p)
+        for name, p in traces.items():
+            counts = {expected[f"{name} typed {_LABEL[i]}"] for i in impls}
+            if len(counts) != 1:
+                raise RuntimeError(f"{name}: C and Python disagree: {counts} events")
+            print(
+                f"{name} trace: {expected[f'{name} raw']} raw events "
+                f"({counts.pop()} typed) in {os.path.getsize(p)} bytes, "
+                f"{os.path.getsize(p) / expected[f'{name} raw']:.2f} bytes/event"
+            )
+        print(f"{args.rounds} interleaved rounds, CPU time (every reader, every trace)")
         rates: dict[str, list[float]] = {name: [] for name in readers}
         probe = NoiseProbe()
         for r in range(args.rounds):
@@ -300,52 +324,49 @@ def main() -> None:
             if r % 2:
                 order.reverse()
             for name, (fn, p) in order:
-                t0 = time.perf_counter_ns()
+                t0 = time.process_time()
                 count = fn(p)
-                seconds = (time.perf_counter_ns() - t0) / 1e9
+                seconds = time.process_time() - t0
                 if count != expected[name]:
                     raise RuntimeError(
                         f"{name} read {count} events, expected {expected[name]}"
                     )
                 rates[name].append(count / seconds)
-        rows = []
-        targets = {"raw": 1e6, "typed": 0.3e6}
-        for name in ("raw", "typed"):
-            s = summarize(rates[name])
-            rows.append(
-                [
-                    f"Reader(f){'.raw()' if name == 'raw' else ''}",
-                    f"{s.median / 1e6:.3f}",
-                    f"{s.lo / 1e6:.3f}-{s.hi / 1e6:.3f}",
-                    f"{1e9 / s.median:.0f}",
-                    f"{size * s.median / expected[name] / 1e6:.1f}",
-                    f">= {targets[name] / 1e6:g} M/s: "
-                    f"{'met' if s.median >= targets[name] else 'NOT met'}",
-                ]
-            )
-        print_table(
-            f"Reader throughput, {expected['raw']} events, one thread",
-            ["reader", "M ev/s", "min-max", "ns/ev", "MB/s in", "target"],
-            rows,
-        )
-        rows = []
-        for name in ("exec raw", "exec typed") if exec_size else ():
-            s = summarize(rates[name])
-            rows.append(
-                [
-                    f"Reader(f){'.raw()' if name == 'exec raw' else ''}",
-                    f"{s.median / 1e6:.3f}",
-                    f"{s.lo / 1e6:.3f}-{s.hi / 1e6:.3f}",
-                    f"{1e9 / s.median:.0f}",
-                    f"{exec_size * s.median / expected[name] / 1e6:.1f}",
-                ]
-            )
-        if rows:
+        targets = {"raw": 1e6, "typed C": 2e6}
+        for name, p in traces.items():
+            rows = []
+            size = os.path.getsize(p)
+            for what in ("raw", *(f"typed {_LABEL[i]}" for i in impls)):
+                key = f"{name} {what}"
+                s = summarize(rates[key])
+                target = targets.get(what)
+                rows.append(
+                    [
+                        f"Reader(f){'.raw()' if what == 'raw' else ''}"
+                        + (f" [{what[6:]}]" if what != "raw" else ""),
+                        f"{s.median / 1e6:.3f}",
+                        f"{s.lo / 1e6:.3f}-{s.hi / 1e6:.3f}",
+                        f"{1e9 / s.median:.0f}",
+                        f"{size * s.median / expected[key] / 1e6:.1f}",
+                        ""
+                        if target is None
+                        else f">= {target / 1e6:g} M/s: "
+                        f"{'met' if s.median >= target else 'NOT met'}",
+                    ]
+                )
             print_table(
-                f"Reader throughput, execution trace, {expected['exec raw']} events",
-                ["reader", "M ev/s", "min-max", "ns/ev", "MB/s in"],
+                f"Reader throughput, {name} trace, {expected[f'{name} raw']} raw "
+                "events, CPU time",
+                ["reader", "M ev/s", "min-max", "ns/ev", "MB/s in", "target"],
                 rows,
             )
+            if len(impls) == 2:
+                c, py = rates[f"{name} typed C"], rates[f"{name} typed Python"]
+                ratio = summarize([a / b for a, b in zip(c, py, strict=True)])
+                print(
+                    f"typed, C / Python, median of per-round ratios: "
+                    f"{ratio.median:.2f}x (min-max {ratio.spread('{:.2f}')})"
+                )
         print(probe.report())
 
         long_path = os.path.join(tmp, "bench-2x.trace")
@@ -353,8 +374,9 @@ def main() -> None:
             long_path, scheduling_events(2 * n, seed=3, start_ns=_recorder.clock())
         )
         rows = []
+        modes = ["raw", "typed"] + (["typed Python"] if len(impls) == 2 else [])
         for mode, (p, least) in itertools.product(
-            ("raw", "typed"), ((path, n), (long_path, 2 * n))
+            modes, ((path, n), (long_path, 2 * n))
         ):
             count, growth, peak = measure_memory(mode, p)
             if count < least:

@@ -5,7 +5,9 @@ that turns trace bytes into typed events. Importing ``aiotrace`` does not
 import it.
 """
 
+from . import _impl
 from ._decode import RawEvent as RawEvent
+from ._impl import implementation as implementation
 from ._model import (
     BACKGROUND_TASK as BACKGROUND_TASK,
 )
@@ -89,6 +91,9 @@ __all__ = (
     "TraceError",
     "Validator",
     "format_event",
+    "implementation",
     "read_events",
     "validate",
 )
+
+_impl.init()

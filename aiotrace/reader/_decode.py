@@ -34,6 +34,7 @@ from .._format.spec import (
     LoopState,
     ResourceKind,
 )
+from . import _impl
 from ._frames import Frame
 from ._model import NO_STACK, Stack, StackFrame, TraceError
 
@@ -106,6 +107,8 @@ class Decoder:
         self.ended = False
         self.lost_events = 0
         self.generations = 0
+        c = _impl.C
+        self._cbatch = None if c is None else c.batch  # the C twin of the loop
 
     def take(self) -> list[RawEvent]:
         """Hands out the open generation's events decoded so far.
@@ -275,6 +278,17 @@ class Decoder:
             raise TraceError("BATCH frame must start with [thread, base_time]", offset)
         if not self._validate:
             self._raw_batch(payload, offset)
+            return
+        cbatch = self._cbatch
+        if cbatch is not None:
+            try:
+                good = cbatch(payload, self._strings, len(self._stacks), self._events)
+            except Exception:  # as the loop below: explain the bad event
+                good = False
+            if not good:
+                raise TraceError(self._diagnose(payload), offset) from None
+            self._count += len(payload) - 2
+            self._batches += 1
             return
         thread = payload[0]
         t = payload[1]

@@ -78,9 +78,14 @@ class ResourceID(NamedTuple):
     id: int
 
     def __str__(self) -> str:
-        if self.kind is ResourceKind.NONE:
+        kind = self[0]
+        if kind is ResourceKind.NONE:
             return "none"
-        return f"{self.kind.name.lower()} {self.id}"
+        name = _LOWER.get(id(kind)) or kind.name.lower()
+        return f"{name} {self[1]}"
+
+
+_LOWER = {id(k): k.name.lower() for k in ResourceKind}
 
 
 class StackFrame(NamedTuple):
@@ -290,11 +295,14 @@ class Event(tuple[Any, ...]):
         return format_event(self)
 
 
-def _ctx(ev: Event) -> str:
-    parts = [f"T{ev.thread}" if ev.thread != NO_THREAD else "T-"]
-    parts.append(f"L{ev.loop}" if ev.loop != NO_LOOP else "L-")
-    parts.append(f"C{ev.coroutine}" if ev.coroutine != NO_COROUTINE else "C-")
-    return " ".join(parts)
+_NAMES: dict[int, str] = {
+    id(m): m.name for e in (EventKind, ResourceKind, CoroState, LoopState) for m in e
+}
+"""Enum member names by the member's id(): a dict lookup is several times
+faster than ``member.name`` (an enum property), and format_event runs for
+every event ``aiotrace dump`` prints. Keyed by id, not by member, because
+IntEnum members of different enums compare equal (CoroState.RUNNING ==
+LoopState.IDLE)."""
 
 
 def format_stack(stack: Stack) -> str:
@@ -304,15 +312,23 @@ def format_stack(stack: Stack) -> str:
 
 def format_event(ev: Event) -> str:
     """Formats an event as one line of ``aiotrace dump`` output."""
-    d = ev[6]
-    head = f"{ev.time} {ev.kind.name} {_ctx(ev)}"
+    kind, time, coro, loop, thread, stack, d = ev
+    names = _NAMES
+    head = (
+        f"{time} {names.get(id(kind)) or kind.name} "
+        f"{f'T{thread}' if thread != NO_THREAD else 'T-'} "
+        f"{f'L{loop}' if loop != NO_LOOP else 'L-'} "
+        f"{f'C{coro}' if coro != NO_COROUTINE else 'C-'}"
+    )
     if type(d) is StateTransition:
+        old, new = d.old, d.new
         body = (
-            f"{d.resource} {d.old.name}->{d.new.name}"
+            f"{d.resource} {names.get(id(old)) or old.name}->"
+            f"{names.get(id(new)) or new.name}"
             + (f" reason={d.reason!r}" if d.reason else "")
             + (
                 f" tstack=[{format_stack(d.stack)}]"
-                if d.stack and d.stack != ev.stack
+                if d.stack and d.stack != stack
                 else ""
             )
         )
@@ -332,6 +348,6 @@ def format_event(ev: Event) -> str:
         body = f"gen={d.generation} wall={d.wall_time_ns} lost={d.lost_events}"
     else:
         body = ""
-    if ev.stack:
-        body = f"{body} stack=[{format_stack(ev.stack)}]".lstrip()
+    if stack:
+        body = f"{body} stack=[{format_stack(stack)}]".lstrip()
     return f"{head} {body}".rstrip()

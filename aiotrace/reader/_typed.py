@@ -21,6 +21,7 @@ from operator import itemgetter
 from typing import Any
 
 from .._format.spec import STEPS, C
+from . import _impl
 from ._decode import STEP_END, Generation
 from ._model import (
     NO_COROUTINE,
@@ -118,18 +119,46 @@ class Typer:
             "LoopIdle": self._loop_change(LoopState.IDLE),
             "LoopDestroy": self._loop_change(LoopState.NOT_EXIST),
         }
-        # Indexed by wire code. A step record reads as its CoroStart; the
-        # decoder stores its second transition under that one's code plus
-        # STEP_END. Sync never reaches the Typer: it makes a Generation.
-        handlers: list[_Handler | None] = [None] * (2 * STEP_END)
-        for name, handler in by_name.items():
-            handlers[C[name]] = handler
-        for step, (start, end) in STEPS.items():
-            handlers[C[step]] = by_name[start]
-            handlers[C[end] + STEP_END] = by_name[end]
-        self._handlers = handlers
+        self._handlers = [by_name[n] if n else None for n in handler_names()]
+        self._c = _impl.C  # the C twin of events(), or None
 
     def events(self, gen: Generation) -> Iterator[Event]:
+        """Returns the generation's events: its SYNC, then the rest by time."""
+        if self._c is None:
+            return self._events(gen)
+        self.lost_events = max(self.lost_events, gen.lost_events)
+        sync = _new(
+            Event,
+            (
+                EventKind.SYNC,
+                gen.time,
+                NO_COROUTINE,
+                NO_LOOP,
+                NO_THREAD,
+                NO_STACK,
+                Sync(gen.wall_time_ns, gen.lost_events, gen.number),
+            ),
+        )
+        self._stacks = gen.stacks
+        raw = gen.records
+        if not self._c.sort_by_time(raw):  # a time beyond 64 bits
+            raw.sort(key=_by_time)  # stable: same-time events keep their order
+        it: Iterator[Event] = self._c.TypeIter(
+            raw,
+            self._ctx,
+            self._loop,
+            self._coro,
+            self._labels,
+            self._open,
+            self._tasks,
+            gen.stacks,
+            self,
+            sync,
+            self._forget_idle_threads,
+        )
+        return it
+
+    def _events(self, gen: Generation) -> Iterator[Event]:
         """Yields the generation's events: its SYNC, then the rest by time."""
         self.lost_events = max(self.lost_events, gen.lost_events)
         sync = Sync(gen.wall_time_ns, gen.lost_events, gen.number)
@@ -378,3 +407,21 @@ class Typer:
 
 def _leave(c: list[Any]) -> None:
     c[1] = c[2].pop() if c[2] else NO_COROUTINE
+
+
+def handler_names() -> list[str | None]:
+    """The name of the handler of each record code (the Typer's and the C
+    twin's dispatch table).
+
+    Indexed by wire code. A step record reads as its CoroStart; the decoder
+    stores its second transition under that one's code plus STEP_END. Sync
+    never reaches the Typer: it makes a Generation.
+    """
+    names: list[str | None] = [None] * (2 * STEP_END)
+    for name, code in C.items():
+        if name != "Sync" and name not in STEPS:
+            names[code] = name
+    for step, (start, end) in STEPS.items():
+        names[C[step]] = start
+        names[C[end] + STEP_END] = end
+    return names

@@ -108,7 +108,7 @@ class Validator:
 
     def check(self, ev: Event) -> None:
         """Checks one event against what came before it."""
-        kind = ev.kind
+        kind = ev[0]
         if kind is EventKind.SYNC:
             self._last_time = None  # a generation may start a little early
             self._committed += self._pending
@@ -116,9 +116,10 @@ class Validator:
             return
         if kind is EventKind.METRIC and ev.metric.name == LOST_METRIC:
             self._lost()
-        if self._last_time is not None and ev.time < self._last_time:
+        time = ev[1]
+        if self._last_time is not None and time < self._last_time:
             self._problem(ev, f"time goes backwards from {self._last_time}")
-        self._last_time = ev.time
+        self._last_time = time
         if kind is EventKind.STATE_TRANSITION:
             self._transition(ev)
         elif kind is EventKind.TASK_BEGIN:
@@ -152,7 +153,11 @@ class Validator:
         st = ev.state_transition
         rid = st.resource.id
         if st.resource.kind is ResourceKind.COROUTINE:
-            old, new = CoroState(st.old), CoroState(st.new)
+            old, new = st.old, st.new
+            if type(old) is not CoroState:
+                old = CoroState(old)
+            if type(new) is not CoroState:
+                new = CoroState(new)
             known = self._coro.get(rid)
             if old is CoroState.UNDETERMINED:
                 pass  # a coroutine that existed before: any state goes
@@ -173,7 +178,11 @@ class Validator:
             else:
                 self._coro[rid] = new
         elif st.resource.kind is ResourceKind.LOOP:
-            old_l, new_l = LoopState(st.old), LoopState(st.new)
+            old_l, new_l = st.old, st.new
+            if type(old_l) is not LoopState:
+                old_l = LoopState(old_l)
+            if type(new_l) is not LoopState:
+                new_l = LoopState(new_l)
             known_l = self._loop.get(rid)
             if (
                 known_l is not None
