@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import pytest
 import trio
+from helpers import hold_until_sampled
 
 import aiotrace
 from aiotrace import reader
@@ -98,7 +99,7 @@ async def trio_main() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(trio_boom)
     STALL_LINE = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
-    time.sleep(0.25)
+    hold_until_sampled(3)  # blocks the run until the watchdog sampled it
 
 
 def test_trio_tasks_are_coroutines(tmp_path: Path) -> None:
@@ -146,18 +147,31 @@ def test_trio_tasks_are_coroutines(tmp_path: Path) -> None:
         ev.loop == loops[0].state_transition.resource.id for ev in transitions(events)
     )
 
-    stalls = [
-        ev
-        for ev in events
-        if ev.kind is EventKind.RANGE_BEGIN and ev.range.name == "loop stall"
-    ]
-    assert len(stalls) == 1
+    # The planted stall: one range, holding every sample of the blocking
+    # call (a loaded machine may add stalls of its own elsewhere).
+    begins: list[reader.Event] = []
+    stalls: list[tuple[int, int]] = []
+    for ev in events:
+        if (
+            ev.kind in (EventKind.RANGE_BEGIN, EventKind.RANGE_END)
+            and ev.range.name == "loop stall"
+        ):
+            if ev.kind is EventKind.RANGE_BEGIN:
+                begins.append(ev)
+            else:
+                stalls.append((begins.pop().time, ev.time))
     samples = [ev for ev in events if ev.kind is EventKind.STACK_SAMPLE]
-    assert samples
-    assert all(ev.coroutine == main for ev in samples)
-    top = samples[0].stack.frames[0]
-    assert (top.func, top.line) == ("trio_main", STALL_LINE)
-    assert top.file == __file__
+    held = [ev for ev in samples if ev.stack.frames[0].func == "hold_until_sampled"]
+    assert len(held) >= 3
+    for ev in held:
+        assert ev.coroutine == main
+        at = ev.stack.frames[1]
+        assert (at.func, at.file, at.line) == ("trio_main", __file__, STALL_LINE)
+    planted = [(t0, t1) for t0, t1 in stalls if t0 <= held[0].time <= t1]
+    assert len(planted) == 1
+    assert all(planted[0][0] <= ev.time <= planted[0][1] for ev in held)
+    # Samples are taken only during stalls.
+    assert all(any(t0 <= ev.time <= t1 for t0, t1 in stalls) for ev in samples)
 
 
 def test_trio_run_started_before_tracing(tmp_path: Path) -> None:
