@@ -182,9 +182,13 @@ async def self_test(directory: str) -> None:
 
         clients = (client() for _ in range(8))
         await asyncio.wait_for(asyncio.gather(look(), *clients), 60)
-        async with session.get(f"{base}/debug/aiotrace/flight") as resp:
-            resp.raise_for_status()
-            snapshot = await resp.read()
+        while True:  # 503 while a stall dump is being written: ask again
+            async with session.get(f"{base}/debug/aiotrace/flight") as resp:
+                if resp.status != 503:
+                    resp.raise_for_status()
+                    snapshot = await resp.read()
+                    break
+            await asyncio.sleep(0.05)
     await runner.cleanup()
     print(f"the flight endpoint returned a {len(snapshot)}-byte snapshot")
     path = found[0]
