@@ -95,7 +95,9 @@ async def test_live_trace_streams_the_load() -> None:
         for t in tasks(events, "http.request").values()
         for rid in t["logs"]["req.id"]
     ]
-    assert len(inside) > 100
+    # How many fit in 3 s depends on the machine's load (hundreds when idle);
+    # 20 clients looping make it more than one round's worth in any case.
+    assert len(inside) > 20
     assert set(inside) <= set(logged)
     assert len(logged) == len(set(logged))
 
