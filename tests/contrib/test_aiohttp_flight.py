@@ -140,7 +140,9 @@ async def test_a_stalling_request_is_caught_in_the_flight_recorder(
     dumped = read(Path(dump))
     assert validate(dumped) == []
     check_stall(dumped)
-    assert len(tasks(dumped, "http.request")) > 100
+    # The load's requests of the last 5 s or so: how many depends on the
+    # machine's load (hundreds when idle), more than one round of 20 anyway.
+    assert len(tasks(dumped, "http.request")) > 20
     events = read(served)
     assert validate(events) == []
     check_stall(events)
