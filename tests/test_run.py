@@ -470,9 +470,11 @@ def _signal_once_serving(tmp_path: Path, sig: int) -> tuple[int, str, str]:
         proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
+        # Reaped, its pipes closed (an unclosed pipe warns, an error, in
+        # whichever later test the garbage collector finds it).
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+        proc.communicate()
     return proc.returncode, stdout, stderr
 
 
@@ -650,9 +652,11 @@ def test_an_uncaught_sigint_kills_by_the_signal_as_under_python(
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
     finally:
+        # Reaped, its pipes closed (an unclosed pipe warns, an error, in
+        # whichever later test the garbage collector finds it).
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+        proc.communicate()
     assert proc.returncode == -signal.SIGINT
     assert stderr.splitlines()[stderr.splitlines().index("KeyboardInterrupt") - 1]
     if runner != "python":
@@ -878,7 +882,7 @@ def test_a_second_ctrl_c_while_finishing_says_what_it_left(tmp_path: Path) -> No
             finally:
                 if proc.poll() is None:
                     proc.kill()
-                    proc.wait()
+                    proc.communicate()  # and closes its pipes
     finally:
         os.close(reader)
     assert proc.returncode == -signal.SIGINT
