@@ -194,7 +194,11 @@ def test_trio_run_started_before_tracing(tmp_path: Path) -> None:
             await trio.sleep(0.01)
             with aiotrace.tracing(path):
                 nursery.start_soon(sleeper, name="late")
-                await trio.sleep(0.1)
+                # Until "late" has ended (not a sleep longer than its own:
+                # a starved run may wake both at once, this one first).
+                await trio.sleep(0)
+                while any(t.name == "late" for t in nursery.child_tasks):
+                    await trio.sleep(0.01)
         await trio.sleep(0)  # trio still runs after stop
 
     trio.run(main)
