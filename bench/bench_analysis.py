@@ -1,6 +1,7 @@
-"""bench_analysis: time and memory of ``analysis.analyze`` (``aiotrace stats``).
+"""bench_analysis: time and memory of ``analysis.analyze`` and ``profile``.
 
-Run: ``python bench/bench_analysis.py [--events N [N ...]] [--rounds N] [--quick]``
+Run: ``python bench/bench_analysis.py [--events N [N ...]] [--rounds N] [--quick]
+[--passes P ...]``
 (default 1 M events, about 1 min; ``--events 1000000 10000000`` adds the
 10 M-event trace, about 6 min more). ``--write FILE --events N`` only writes
 the workload; ``--trace FILE ...`` analyses existing traces instead.
@@ -16,10 +17,14 @@ I/O or a sleep, user tasks spanning a coroutine's life, regions and logs
 inside steps, idle gaps, and a loop stall with stack samples every ~90k
 events.
 
-Then, in interleaved rounds, it times a typed read alone (``for ev in
-Reader(f)``) and ``analyze(path)`` in CPU time (``time.process_time``: on
-a shared machine wall time swings with the other tenants' load, CPU time
-much less): the difference is the analysis's own cost.
+Then, in interleaved rounds (the order rotating), it times a typed read
+alone (``for ev in Reader(f)``), ``analyze(path)`` (what ``aiotrace stats``
+and ``stalls`` run: it reads the file's records, see
+``aiotrace/analysis/_records.py``), ``analyze`` over typed Events (what
+``aiotrace report`` runs, sharing its read with the timeline) and the four
+``profile(path, kind)`` in CPU time (``time.process_time``: on a shared
+machine wall time swings with the other tenants' load, CPU time much less),
+each as a ratio to the same round's read (``--passes`` picks some).
 
 Memory: a child process runs ``analyze(path)`` and reports its peak RSS
 (VmHWM), and the parent's ``getrusage(RUSAGE_CHILDREN).ru_maxrss``
@@ -216,6 +221,31 @@ def run_analyze(path: str) -> int:
     return analyze(path).events
 
 
+def run_analyze_events(path: str) -> int:
+    """analyze() over typed Events (the report's way: it shares the read)."""
+    from aiotrace.analysis import analyze
+    from aiotrace.reader import Reader
+
+    with open(path, "rb") as f:
+        return analyze(iter(Reader(f))).events
+
+
+def run_profile(kind: str) -> Any:
+    def run(path: str) -> int:
+        from aiotrace.analysis import profile
+
+        return profile(path, kind).events
+
+    return run
+
+
+PASSES = {
+    "analyze": run_analyze,
+    "analyze (Events)": run_analyze_events,
+    **{f"profile {k}": run_profile(k) for k in ("block", "sched", "exec", "stall")},
+}
+
+
 def _status_kib(field: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -264,6 +294,13 @@ def main() -> None:
         "(e.g. written earlier with --write)",
     )
     p.add_argument(
+        "--passes",
+        nargs="+",
+        choices=list(PASSES),
+        default=list(PASSES),
+        help="what to time against the typed read (all by default)",
+    )
+    p.add_argument(
         "--write",
         metavar="FILE",
         help="only write the workload of --events N events into FILE",
@@ -291,29 +328,33 @@ def main() -> None:
             size = os.path.getsize(path)
             total = read_typed(path)
             print(f"{how}: {total} typed events, {size / 2**20:.1f} MiB")
-            rates: dict[str, list[float]] = {"read": [], "analyze": []}
+            names = ["read", *args.passes]
+            cpu: dict[str, list[float]] = {k: [] for k in names}
+            ratios: dict[str, list[float]] = {k: [] for k in names}
+            fns = {"read": read_typed, **PASSES}
             for r in range(args.rounds):
                 probe.sample()
-                order = [("read", read_typed), ("analyze", run_analyze)]
-                if r % 2:
-                    order.reverse()
-                for name, fn in order:
+                order = names[r % len(names) :] + names[: r % len(names)]
+                for name in order:
                     t0 = time.process_time()
-                    count = fn(path)
-                    seconds = time.process_time() - t0
+                    count = fns[name](path)
+                    cpu[name].append(time.process_time() - t0)
                     if count != total:
                         raise RuntimeError(f"{name} saw {count} events, not {total}")
-                    rates[name].append(total / seconds)
-            read, an = summarize(rates["read"]), summarize(rates["analyze"])
-            rows.append(
-                [
-                    f"{total}",
-                    f"{read.median / 1e6:.3f}",
-                    f"{an.median / 1e6:.3f} ({an.lo / 1e6:.3f}-{an.hi / 1e6:.3f})",
-                    f"{total / an.median:.1f}",
-                    f"{1e9 / an.median - 1e9 / read.median:.0f}",
-                ]
-            )
+                for name in names:
+                    ratios[name].append(cpu[name][-1] / cpu["read"][-1])
+            for name in names:
+                c, q = summarize(cpu[name]), summarize(ratios[name])
+                rows.append(
+                    [
+                        f"{total}",
+                        name,
+                        f"{total / c.median / 1e6:.3f}",
+                        f"{c.median:.2f}",
+                        f"{q.median:.2f} ({q.lo:.2f}-{q.hi:.2f})",
+                        f"{1e9 * c.median / total:.0f}",
+                    ]
+                )
             events, before, peak, maxrss, seconds, cpu = measure_memory(path)
             if events != total:
                 raise RuntimeError(f"the child analysed {events} events")
@@ -331,14 +372,9 @@ def main() -> None:
             if not args.trace:
                 os.unlink(path)
     print_table(
-        f"Throughput in CPU time, median of {args.rounds} interleaved rounds",
-        [
-            "events",
-            "read M ev/s",
-            "analyze M ev/s (min-max)",
-            "analyze CPU s",
-            "analysis ns/ev",
-        ],
+        f"CPU time, median of {args.rounds} interleaved rounds; x read is the "
+        "median of the within-round ratios",
+        ["events", "pass", "M ev/s", "CPU s", "x read (min-max)", "ns/ev"],
         rows,
     )
     print(probe.report())

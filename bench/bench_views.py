@@ -14,9 +14,11 @@ instead of recording.
 Then, for each trace, each command runs alone in a fresh process, in
 interleaved rounds: a typed read of every event (the floor: ``for ev in
 Reader(f)``), ``aiotrace export TRACE`` (whatever format it writes by
-default) and ``aiotrace report TRACE``. For each it gives the median wall
-time, CPU time (user + system: on a shared machine, wall time swings with
-the other tenants' load, CPU time much less), the CPU time against the
+default) and ``aiotrace report TRACE``; with ``--passes``, also
+``aiotrace stats``, ``stalls`` and ``profile`` (block) of the trace.
+For each it gives the median wall time, CPU time (user + system: on a
+shared machine, wall time swings with the other tenants' load, CPU time
+much less), the CPU time against the
 read's, peak RSS (the child's own ``ru_maxrss`` from ``wait4``) and the
 output's size; for the report, the timeline detail it kept.
 """
@@ -40,6 +42,7 @@ from _common import environment, print_table
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 READ_LABEL = "read (typed, every event)"
+PASSES = ["read", "export", "report", "stats", "stalls", "profile"]
 READ = (
     "import sys; sys.path.insert(0, {here!r}); from _common import read_typed; "
     "print(read_typed({path!r}))"
@@ -130,15 +133,12 @@ def views(trace: str, rounds: int, tmp: str, passes: list[str]) -> list[list[str
         READ_LABEL: [exe, "-c", READ.format(here=HERE, path=trace)],
         "aiotrace export": [exe, "-m", "aiotrace", "export", exported],
         "aiotrace report": [exe, "-m", "aiotrace", "report", trace, "-o", html],
+        "aiotrace stats": [exe, "-m", "aiotrace", "stats", trace],
+        "aiotrace stalls": [exe, "-m", "aiotrace", "stalls", trace],
+        "aiotrace profile": [exe, "-m", "aiotrace", "profile", trace],
     }
-    labels = {
-        "read": READ_LABEL,
-        "export": "aiotrace export",
-        "report": "aiotrace report",
-    }
-    cmds = {
-        labels[p]: cmds[labels[p]] for p in ("read", "export", "report") if p in passes
-    }
+    labels = {"read": READ_LABEL, **{p: f"aiotrace {p}" for p in PASSES[1:]}}
+    cmds = {labels[p]: cmds[labels[p]] for p in PASSES if p in passes}
     got: dict[str, list[dict[str, Any]]] = {k: [] for k in cmds}
     for r in range(rounds):
         order = list(cmds)
@@ -197,7 +197,7 @@ def main() -> None:
         "--passes",
         nargs="+",
         default=["read", "export", "report"],
-        choices=["read", "export", "report"],
+        choices=PASSES,
         help="what to measure (the read is the reference: keep it)",
     )
     args = p.parse_args()

@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..reader import Event, EventKind, Reader
+from ..reader import Reader
 from ._coro import CoroGroup
 from ._dist import Distribution
-from ._summary import Summary, analyze
+from ._summary import Summary, _Pass
 
 _PID = re.compile(r"\.(\d+)(?:\.[^.]*)?\Z")
 
@@ -130,16 +130,11 @@ def analyze_one(path: str | os.PathLike[str]) -> ProcessTrace:
     """
     file = os.fspath(path)
     offsets: list[int] = []
-
-    def tap(events: Iterator[Event]) -> Iterator[Event]:
-        for ev in events:
-            if ev.kind == EventKind.SYNC:
-                offsets.append(ev.sync.wall_time_ns - ev.time)
-            yield ev
-
     with open(file, "rb") as f:
         reader = Reader(f)
-        summary = analyze(tap(iter(reader)))
+        one = _Pass(reader, None, None)
+        one.on_sync = lambda t, wall: offsets.append(wall - t)
+        summary = one.run()
         summary.lost_events = max(summary.lost_events, reader.lost_events)
     first = offsets[0] if offsets else None
     drift = max((abs(o - offsets[0]) for o in offsets), default=0)

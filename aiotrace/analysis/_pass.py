@@ -19,6 +19,7 @@ from ..reader import (
     TraceError,
 )
 from ._loops import LOOP_CPU, LOOP_RUNQUEUE, LoopAccounting
+from ._records import usable
 from ._stalls import GC_PREFIX, STALL, STALL_METRICS, StallTracker
 
 Progress = Callable[[int, "int | None"], None]
@@ -138,6 +139,14 @@ class StreamPass(Generic[R]):
         """
         raise NotImplementedError
 
+    def _consume_records(self, reader: Reader) -> tuple[int, int | None, int]:
+        """Reads ``reader``'s records (see ``_records``); returns the number
+        of events, the first time (None if none) and the last.
+
+        A TraceError from the reader ends the pass, as in ``_consume``.
+        """
+        raise NotImplementedError
+
     def _span(self) -> int:
         """Runs ``_consume`` and records what it read; returns the end time.
 
@@ -145,13 +154,17 @@ class StreamPass(Generic[R]):
         one event (the result then covers what was read).
         """
         r = self.result
-        events: Iterator[Event] = iter(self.events)
         first: int | None = None
-        for ev in events:  # the first event, for the start time
-            first = ev[1]
-            events = itertools.chain((ev,), events)
-            break
-        n, last = self._consume(events, first if first is not None else 0)
+        reader = usable(self.events)
+        if reader is not None:
+            n, first, last = self._consume_records(reader)
+        else:
+            events: Iterator[Event] = iter(self.events)
+            for ev in events:  # the first event, for the start time
+                first = ev[1]
+                events = itertools.chain((ev,), events)
+                break
+            n, last = self._consume(events, first if first is not None else 0)
         if self.error is not None:
             if not self.error.reason.startswith(_TRUNCATED) or n == 0:
                 raise self.error

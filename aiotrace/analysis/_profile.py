@@ -14,6 +14,7 @@ from ..reader import (
     Event,
     EventKind,
     LoopState,
+    Reader,
     ResourceKind,
     Stack,
     StackFrame,
@@ -21,6 +22,22 @@ from ..reader import (
 )
 from ._coro import UNKNOWN_REASON, function_name
 from ._pass import ByBytes, Progress, StreamPass, read_source
+from ._records import (
+    K_BLOCK,
+    K_CREATE,
+    K_END,
+    K_REGION_BEGIN,
+    K_START,
+    K_STATUS,
+    K_UNBLOCK,
+    K_WAITING,
+    K_YIELD,
+    KIND,
+    STATES,
+    context,
+    generations,
+    last_time,
+)
 
 KINDS = ("block", "sched", "exec", "stall")
 """The kinds of profile: WAITING time, RUNNABLE time, RUNNING time, stall time."""
@@ -376,20 +393,189 @@ class _ProfilePass(StreamPass[Profile]):
                     if progress is not None:
                         self._report(n)
                 elif kind is _LABEL:
-                    rid = d[1]
-                    if rid[0] is _COROUTINE:
-                        st = live.get(rid[1])
-                        if st is not None:
-                            st[_LABEL_AT] = d[0]
-                        if stalls.open:
-                            stalls.label(rid[1], d[0])
-                    elif rid[0] is _LOOP:
-                        self.loops.label(rid[1], d[0])
+                    self._label(d)
                 elif want is None or kind is _METRIC:
                     self._stall_event(ev)
         except TraceError as exc:
             self.error = exc
         return n, last
+
+    def _consume_records(self, reader: Reader) -> tuple[int, int | None, int]:
+        """The pass over a file's records (see ``_records``): the same
+        profile as ``_consume`` over its typed Events."""
+        live = self.live
+        want = self.want
+        add = self._add
+        stalls = self.stalls
+        progress = self.progress
+        typer: Any = reader._typer
+        handlers = typer._handlers
+        ctx = typer._ctx
+        labels = typer._labels
+        kinds = KIND
+        k_start, k_block, k_yield = K_START, K_BLOCK, K_YIELD
+        k_unblock, k_end = K_UNBLOCK, K_END
+        k_create, k_status, k_waiting = K_CREATE, K_STATUS, K_WAITING
+        k_region_begin = K_REGION_BEGIN
+        n = 0
+        first: int | None = None
+        last = 0
+        try:
+            for gen, recs in generations(reader):
+                t = gen.time  # the generation's SYNC
+                if first is None:
+                    first = last = t
+                elif t > last:
+                    last = t
+                n += 1 + len(recs)  # less those the Typer would not yield
+                self.result.lost_events = max(self.result.lost_events, gen.lost_events)
+                self._cache.clear()
+                self._keep.clear()
+                if progress is not None:
+                    self._report(n - len(recs))
+                stacks = gen.stacks
+                dropped: set[int] = set()
+                for ev in recs:
+                    k = kinds[ev[2]]
+                    if k >= k_region_begin:  # regions, logs, tasks: nothing here
+                        continue
+                    t = ev[0]
+                    # Each coroutine transition: its coroutine, new state,
+                    # reason, stack, and the thread's context as the Typer
+                    # keeps it.
+                    where = NO_STACK
+                    if k == k_unblock:
+                        cid = ev[3]
+                        new = _RUNNABLE
+                        reason = ev[4]
+                    elif k == k_start:
+                        cid = ev[3]
+                        new = _RUNNING
+                        reason = ""
+                        c = ctx.get(ev[1]) or context(ctx, ev[1])
+                        if c[1] != NO_COROUTINE:
+                            c[2].append(c[1])
+                        c[1] = cid
+                    elif k == k_block:
+                        cid = ev[3]
+                        new = _WAITING
+                        reason = ev[4]
+                        where = stacks[ev[5]]
+                        c = ctx.get(ev[1]) or context(ctx, ev[1])
+                        if c[1] == cid:
+                            c[1] = c[2].pop() if c[2] else NO_COROUTINE
+                    elif k == k_yield:
+                        cid = ev[3]
+                        new = _RUNNABLE
+                        reason = "yield"
+                        where = stacks[ev[4]]
+                        c = ctx.get(ev[1]) or context(ctx, ev[1])
+                        if c[1] == cid:
+                            c[1] = c[2].pop() if c[2] else NO_COROUTINE
+                    elif k == k_create:
+                        cid = ev[3]
+                        if cid not in live:
+                            live[cid] = [
+                                _RUNNABLE,
+                                t,
+                                NO_STACK,
+                                _CREATED,
+                                "",
+                                self._creation(stacks[ev[4]]),
+                            ]
+                            continue
+                        new = _RUNNABLE
+                        reason = ""
+                    elif k == k_end:
+                        cid = ev[3]
+                        new = _NOT_EXIST
+                        reason = ev[4]
+                        labels.pop((_COROUTINE, cid), None)
+                        c = ctx.get(ev[1]) or context(ctx, ev[1])
+                        if c[1] == cid:
+                            c[1] = c[2].pop() if c[2] else NO_COROUTINE
+                    elif k_status <= k <= k_waiting:  # CoroStatus, CoroWaiting
+                        # Restated statuses: the Typer yields one only when it
+                        # tells something new, and its state is this pass's.
+                        cid = ev[3]
+                        st = live.get(cid)
+                        if k == k_status:
+                            new = STATES[ev[4]]
+                            reason = ""
+                        else:
+                            new = _WAITING
+                            reason = ev[4]
+                            where = stacks[ev[5]]
+                        if st is not None and st[_STATE] is new:
+                            dropped.add(id(ev))
+                            n -= 1
+                            continue
+                        if new is _RUNNING:
+                            c = ctx.get(ev[1]) or context(ctx, ev[1])
+                            if c[1] != cid:
+                                if c[1] != NO_COROUTINE:
+                                    c[2].append(c[1])
+                                c[1] = cid
+                    else:
+                        out = handlers[ev[2]](ev, ctx.get(ev[1]) or context(ctx, ev[1]))
+                        if out is None:
+                            dropped.add(id(ev))
+                            n -= 1
+                        elif out[0] is _ST:
+                            d = out[6]
+                            self.loops.transition(
+                                d[0][1], t, d[4], ev[1], restated=d[3] is _LOOP_UNKNOWN
+                            )
+                        elif out[0] is _LABEL:
+                            self._label(out[6])
+                        elif want is None or out[0] is _METRIC:
+                            self._stall_event(out)
+                        continue
+                    # The coroutine state machine, as in _consume.
+                    st = live.get(cid)
+                    if st is None:
+                        if new is not _NOT_EXIST:
+                            reason = reason or UNKNOWN_REASON
+                            live[cid] = [new, t, where, reason, "", ()]
+                        continue
+                    old = st[_STATE]
+                    if old is want:
+                        # A step's stack is where it ended; a wait's where it began.
+                        at = where if want is _RUNNING else st[_WHERE]
+                        add(st, t - st[_SINCE], at)
+                    st[_STATE] = new
+                    st[_SINCE] = t
+                    if new is _WAITING:
+                        st[_WHERE] = where
+                        st[_REASON] = reason or UNKNOWN_REASON
+                    elif new is _RUNNABLE:
+                        if old is _RUNNING:  # a yield: where it yielded
+                            st[_WHERE] = where
+                            st[_REASON] = reason or "yield"
+                        # woken: keep where it blocked, and why
+                    elif new is _RUNNING:
+                        if stalls.open:
+                            stalls.start(ev[1], cid)
+                    elif new is _NOT_EXIST:
+                        del live[cid]
+                if recs:
+                    last = last_time(recs, dropped, last)
+                del gen, recs  # or they stay alive while the next is decoded
+        except TraceError as exc:
+            self.error = exc
+        return n, first, last
+
+    def _label(self, d: Any) -> None:
+        """Handles a Label's details."""
+        rid = d[1]
+        if rid[0] is _COROUTINE:
+            st = self.live.get(rid[1])
+            if st is not None:
+                st[_LABEL_AT] = d[0]
+            if self.stalls.open:
+                self.stalls.label(rid[1], d[0])
+        elif rid[0] is _LOOP:
+            self.loops.label(rid[1], d[0])
 
     def _fold_stalls(self, end: int) -> None:
         """Splits each stall's time over its samples' stacks (equal shares)."""

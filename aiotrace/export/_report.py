@@ -30,7 +30,8 @@ class ReportResult:
         truncated: the reader's error text for a trace cut short, or None.
         timeline_resolution_ns: the timeline's detail where it is coarsest:
             every row shows real spans down to this resolution (spans
-            shorter than it, closer than it, are merged into blocks).
+            shorter than it, closer than it, are merged into blocks); at
+            most 512 µs unless the budget cannot hold every row even there.
         loops_resolution_ns: the same, over the rows of loops, threads
             and user tasks (not coroutines).
         coroutines_left_out: coroutines without a row of their own (each
@@ -38,6 +39,8 @@ class ReportResult:
         search_left_out: coroutines and tasks left out of the search index
             to fit the budget (the shortest-lived).
         page_bytes: the size of the page written.
+        search_resolution_ns: the search index's time resolution (1 µs
+            unless a coarser one was needed to hold every entry).
     """
 
     events: int
@@ -47,6 +50,7 @@ class ReportResult:
     coroutines_left_out: int
     search_left_out: int
     page_bytes: int
+    search_resolution_ns: int = 1000
 
 
 def _events(source: Source) -> tuple[Iterable[Event], IO[bytes] | None]:
@@ -169,12 +173,13 @@ def write_report(
     coroutines, latency histograms per task type, the coroutine analysis
     table, loop utilisation and the stalls with their stack samples. It
     loads nothing from the network. The timeline holds every row at
-    several levels of detail, down to 1 µs where the budget allows, rows
-    for the ``max_coroutines`` coroutines that held stalls, waited, lost
-    time or ran the slowest tasks, and a search index of every coroutine
-    and user task; its data stays within about ``max_bytes`` (the finest
-    levels of the busiest rows go first), and the page says how fine it
-    is and what it left out.
+    several levels of detail (deflated), every row down to 512 µs first,
+    then finer, down to 1 µs, where the budget allows; rows for the
+    ``max_coroutines`` coroutines that held stalls, waited, lost time or
+    ran the slowest tasks; and a search index of every coroutine and user
+    task (deflated columns, its times coarser if need be). Its data stays
+    within ``max_bytes``, and the page says how fine it is and what, if
+    anything, it left out.
 
     Args:
         source: a trace path, a binary file object, or an iterable of events.
@@ -206,4 +211,5 @@ def write_report(
         tl["coroutines_left_out"],
         tl["index_left_out"],
         len(page.encode("utf-8")),
+        tl["index_resolution_ns"],
     )

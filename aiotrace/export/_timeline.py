@@ -15,21 +15,32 @@ levels where it is still visible. The page draws the coarsest level still
 finer than a pixel, so zooming anywhere shows real spans down to the
 finest level kept.
 
-Size: each level is kept as the page embeds it (varints), so memory and
-the page grow together. A row's level that outgrows ``row_cap`` bytes is
-dropped while reading (that row then shows the next coarser level); at
-the end, the finest levels of the biggest rows are dropped until the page
-fits ``max_bytes``. The page says how fine it is.
+Memory: each level is kept as raw varints while reading; when all of
+them together pass ``MEM_FACTOR`` times the page's budget, the finest
+level kept anywhere goes first, from the biggest row down (``_Memory``).
+
+The page: each level is deflated (the browser inflates it with its own
+DecompressionStream), and the budget ``max_bytes`` (base64 counted) is
+spent in this order (``_Fit``): every row's levels down to 512 µs
+(``REQUIRED_NS``), so that zooming in shows real spans at 1 ms or better
+on every row; then the search index, in up to half of what is left, at
+the finest time resolution that holds every entry (1, 8, 64 or 512 µs;
+only beyond that are the shortest-lived left out); then finer levels,
+evenly: one level finer for every row that fits, smallest rows first,
+before any row goes finer still. If even the 512 µs levels do not fit in
+three quarters of the budget, the finest go first, from the biggest row
+down. The page says how fine it is and what it left out.
 
 Search: every coroutine and user task gets an entry (start, end, name,
-id, row) in an index the page searches; beyond a quarter of the budget,
-the shortest-lived are left out.
+id, row); see ``_search.SearchIndex``.
 """
 
 from __future__ import annotations
 
 import base64
 import heapq
+import weakref
+import zlib
 from array import array
 from typing import Any
 
@@ -41,6 +52,7 @@ from ..reader import (
     LoopState,
     ResourceKind,
 )
+from ._search import SearchIndex
 
 KINDS = (
     "busy",  # a loop running callbacks
@@ -72,6 +84,16 @@ MAX_LANES = 12
 """Lanes per task type; more overlapping tasks share the last lane."""
 DEFAULT_MAX_BYTES = 10_000_000
 """The default page budget for the timeline and its search index."""
+_MEM_STEP = 1 << 18
+"""A level's growth, in bytes, between two looks at the builder's memory."""
+MEM_FACTOR = 8
+"""The levels held while reading may take this many times the page's budget:
+deflated, levels shrink 2.5-5.5 times, and the 512 µs levels of every row
+must stay (at 4 times, a 5-minute aiohttp trace lost some of them)."""
+REQUIRED_NS = 1_000_000
+"""Every row keeps its levels at this resolution or coarser first (512 µs)."""
+INDEX_RES_NS = (1000, 8000, 64_000, 512_000)
+"""The search index's time resolutions, the finest that fits its share first."""
 _PROMOTE = 16384
 """Spans a coroutine buffers before it gets levels of its own."""
 _IDLE_REASONS = frozenset(("io", "sleep", "timer", ""))
@@ -118,16 +140,20 @@ class _Lod:
     ``count << 4 | fill``, fill being the share of it its spans cover, in
     16ths (``15 * covered // length``).
 
-    Invariant: ``out[L]`` is None once level L outgrew ``cap`` (dropped);
-    ``pend[L]`` maps a merge key (0 on exclusive rows, else the kind) to
-    the block being merged: [start, end, kind, name, count, longest, covered].
+    Invariant: ``out[L]`` is None once level L was dropped to bound the
+    builder's memory (see ``_Memory``); ``pend[L]`` maps a merge key (0 on
+    exclusive rows, else the kind) to the block being merged: [start, end,
+    kind, name, count, longest, covered]. Once a level outgrows ``cap``
+    bytes, ``mem`` is told (and sets the next ``cap``).
     """
 
-    __slots__ = ("cap", "exclusive", "last", "out", "pend")
+    __slots__ = ("__weakref__", "cap", "exclusive", "last", "mem", "out", "pend")
 
-    def __init__(self, exclusive: bool, cap: int) -> None:
+    def __init__(self, exclusive: bool, mem: _Memory) -> None:
         self.exclusive = exclusive
-        self.cap = cap
+        self.mem = mem
+        self.cap = _MEM_STEP
+        mem.lods.add(self)
         self.out: list[bytearray | None] = [bytearray() for _ in RES]
         self.pend: list[dict[int, list[int]]] = [{} for _ in RES]
         self.last = [0] * LEVELS
@@ -139,13 +165,14 @@ class _Lod:
 
         ``c`` spans covering ``cov`` ns of it (all of it if -1) stand behind it.
         """
+        d = e - s
         if cov < 0:
-            cov = e - s
+            cov = d
+        key = 0 if self.exclusive else k
+        pends = self.pend
         while lv < LEVELS:
             r = RES[lv]
-            d = e - s
-            pend = self.pend[lv]
-            key = 0 if self.exclusive else k
+            pend = pends[lv]
             p = pend.get(key)
             if p is not None:
                 if d < r and s - p[1] < r:
@@ -165,7 +192,25 @@ class _Lod:
             if d < r:
                 pend[key] = [s, e, k, n, c, d, cov]
                 return
-            self._write(lv, (s, e, k, n, c, d, cov))
+            out = self.out[lv]
+            if c == 1 and out is not None:
+                # _write's common case, inline (the hot path).
+                qs = s // r
+                dq = qs - self.last[lv]
+                self.last[lv] = qs
+                z = dq << 1 if dq >= 0 else (-dq << 1) - 1
+                du = e // r - qs
+                head = (n << 5) | (k << 1)
+                if z < _SMALL and du < _SMALL and head < _SMALL:
+                    out += _VB[z] + _VB[du] + _VB[head]
+                else:
+                    _uv(out, z)
+                    _uv(out, du)
+                    _uv(out, head)
+                if len(out) > self.cap:
+                    self.mem.grew(self)
+            else:
+                self._write(lv, (s, e, k, n, c, d, cov))
             lv += 1
 
     def _write(self, lv: int, p: Any) -> None:
@@ -188,7 +233,7 @@ class _Lod:
                 _uv(out, du)
                 _uv(out, head)
             if len(out) > self.cap:
-                self.out[lv] = None
+                self.mem.grew(self)
             return
         _uv(out, z)
         _uv(out, du)
@@ -199,7 +244,7 @@ class _Lod:
         else:
             _uv(out, (n << 5) | (k << 1))
         if len(out) > self.cap:
-            self.out[lv] = None
+            self.mem.grew(self)
 
     def flush(self) -> None:
         """Writes every block still being merged, finest level first."""
@@ -210,6 +255,53 @@ class _Lod:
                 self._write(lv, p)
                 if lv + 1 < LEVELS:
                     self.add(p[0], p[1], p[2], p[3], p[4], p[6], lv + 1)
+
+
+class _Memory:
+    """_Memory bounds the bytes the builder's levels hold while reading.
+
+    Every level of every row and coroutine is kept (raw varints) until their
+    total passes ``limit``; then the finest level kept anywhere goes first,
+    from the biggest down, until a quarter of the limit is free. The page
+    embeds levels compressed, a few times smaller, so the limit is a few
+    times the page's budget.
+    """
+
+    __slots__ = ("dropped", "limit", "lods")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.lods: weakref.WeakSet[_Lod] = weakref.WeakSet()
+        self.dropped = 0
+
+    def grew(self, lod: _Lod) -> None:
+        """Called when one of ``lod``'s levels outgrew its ``cap``."""
+        lod.cap = max(len(o) for o in lod.out if o is not None) + _MEM_STEP
+        lods = list(self.lods)
+        total = sum(len(o) for x in lods for o in x.out if o is not None)
+        if total <= self.limit:
+            return
+        heap = []
+        for i, x in enumerate(lods):
+            lv = _finest(x.out)
+            if lv < LEVELS - 1:
+                heap.append((lv, -len(x.out[lv] or b""), i))
+        heapq.heapify(heap)
+        while total > self.limit * 3 // 4 and heap:
+            lv, neg, i = heapq.heappop(heap)
+            x = lods[i]
+            x.out[lv] = None
+            total += neg
+            self.dropped += 1
+            lv = _finest(x.out)
+            if lv < LEVELS - 1:
+                heapq.heappush(heap, (lv, -len(x.out[lv] or b""), i))
+        for x in lods:
+            x.cap = max((len(o) for o in x.out if o is not None), default=0) + _MEM_STEP
+
+
+def _finest(out: list[bytearray | None]) -> int:
+    return next((lv for lv, o in enumerate(out) if o is not None), LEVELS - 1)
 
 
 class _Row:
@@ -245,6 +337,7 @@ class _Coro:
         "lod",
         "lost",
         "since",
+        "slot",
         "stall",
         "step",
         "task",
@@ -266,6 +359,7 @@ class _Coro:
         self.task = 0  # the longest user task begun in it
         self.lost = 0  # ns runnable
         self.step = 0  # the longest step
+        self.slot = 0  # its entry in the search index
 
     def score(self, criterion: str) -> int:
         """The coroutine's figure for one of ``_CRITERIA``."""
@@ -285,7 +379,7 @@ class TimelineBuilder:
     ) -> None:
         self.max_bytes = max_bytes
         self.max_coroutines = max_coroutines
-        self.row_cap = max(max_bytes // 8, 4096)
+        self.mem = _Memory(max(max_bytes * MEM_FACTOR, 1 << 16))
         self.origin: int | None = None
         self.now = 0
         self._rows: dict[Any, _Row] = {}
@@ -294,8 +388,8 @@ class TimelineBuilder:
         self._coros: dict[int, _Coro] = {}
         self._loop_coro: dict[int, int] = {}  # loop -> coroutine running on it
         self._coro_loop: dict[int, int] = {}  # coroutine running -> its loop
-        # task id -> (type, lane, begin, the coroutine that began it)
-        self._task_open: dict[int, tuple[str, int, int, int]] = {}
+        # task id -> (type, lane, begin, the coroutine that began it, index slot)
+        self._task_open: dict[int, tuple[str, int, int, int, int]] = {}
         self._lanes: dict[str, list[int]] = {}  # task type -> open tasks per lane
         self._stalled: set[int] = set()  # loops in a stall
         self._loops: dict[int, tuple[_Row, _Row, _Row]] = {}
@@ -309,12 +403,7 @@ class TimelineBuilder:
         self._kept: dict[int, tuple[_Coro, int, int]] = {}  # id -> coro, end, refs
         self._kept_refs: dict[int, int] = {}
         # The search index: one entry per coroutine and user task.
-        self._ix_kind = array("b")
-        self._ix_id = array("q")
-        self._ix_name = array("q")
-        self._ix_start = array("q")
-        self._ix_end = array("q")
-        self._ix_lane = array("q")
+        self._ix = SearchIndex()
         self._lane_keys: dict[Any, int] = {}
         self.coroutines = 0
 
@@ -339,9 +428,7 @@ class TimelineBuilder:
     ) -> _Row:
         row = self._rows.get(key)
         if row is None:
-            row = self._rows[key] = _Row(
-                group, label, order, _Lod(exclusive, self.row_cap)
-            )
+            row = self._rows[key] = _Row(group, label, order, _Lod(exclusive, self.mem))
         return row
 
     def _open(self, row: _Row, key: Any, t: int, kind: str, name: str) -> None:
@@ -475,7 +562,8 @@ class TimelineBuilder:
         else:
             lane = MAX_LANES - 1
         lanes[lane] += 1
-        self._task_open[tid] = (ttype, lane, t, coro)
+        slot = self._ix.begin(1, tid, t - (self.origin or 0))
+        self._task_open[tid] = (ttype, lane, t, coro, slot)
         row = self._row(
             ("task", ttype, lane),
             "tasks",
@@ -486,30 +574,17 @@ class TimelineBuilder:
         self._open(row, tid, t, "task", ttype)
 
     def _task_end(self, tid: int, t: int) -> None:
-        ttype, lane, begin, coro = self._task_open.pop(tid)
+        ttype, lane, begin, coro, slot = self._task_open.pop(tid)
         self._lanes[ttype][lane] -= 1
-        self._close(self._rows[("task", ttype, lane)], tid, t)
+        key = ("task", ttype, lane)
+        self._close(self._rows[key], tid, t)
         c = self._coros.get(coro)
         if c is not None and t - begin > c.task:
             c.task = t - begin
-        self._index(1, tid, self._name(ttype), begin, t, ("task", ttype, lane))
-
-    def _index(
-        self, kind: int, rid: int, name: int, start: int, end: int, row: Any
-    ) -> None:
-        self._ix_kind.append(kind)
-        self._ix_id.append(rid)
-        self._ix_name.append(name)
-        o = self.origin or 0
-        self._ix_start.append(start - o)
-        self._ix_end.append(end - o)
-        if row is None:
-            self._ix_lane.append(-1)
-        else:
-            lane = self._lane_keys.get(row)
-            if lane is None:
-                lane = self._lane_keys[row] = len(self._lane_keys)
-            self._ix_lane.append(lane)
+        lk = self._lane_keys.get(key)
+        if lk is None:
+            lk = self._lane_keys[key] = len(self._lane_keys)
+        self._ix.end(1, slot, self._name(ttype), t - (self.origin or 0), lk)
 
     # -- coroutines ----------------------------------------------------------
 
@@ -537,6 +612,7 @@ class TimelineBuilder:
             if new is CoroState.NOT_EXIST or new is CoroState.UNDETERMINED:
                 return
             c = self._coros[cid] = _Coro(cid, t)
+            c.slot = self._ix.begin(0, cid, t - (self.origin or 0))
             self.coroutines += 1
         else:
             self._end_state(c, t)
@@ -592,7 +668,7 @@ class TimelineBuilder:
     def _promote(self, c: _Coro) -> None:
         # Up to max_coroutines rows share the budget: a coroutine's level
         # gets a sixteenth of what a loop's may take.
-        lod = c.lod = _Lod(True, max(self.row_cap // 16, 4096))
+        lod = c.lod = _Lod(True, self.mem)
         buf = c.buf
         assert buf is not None
         c.buf = None
@@ -602,7 +678,7 @@ class TimelineBuilder:
 
     def _coro_ended(self, c: _Coro, t: int) -> None:
         label = self._coro_label.pop(c.id, "")
-        self._index(0, c.id, self._name(label), c.begin, t, None)
+        self._ix.end(0, c.slot, self._name(label), t - (self.origin or 0))
         refs = 0
         for crit, heap in self._heaps.items():
             score = c.score(crit)
@@ -701,24 +777,24 @@ class TimelineBuilder:
         rows_out: list[tuple[Any, _Row]] = []
         for key, row in sorted(self._rows.items(), key=lambda kv: kv[1].order):
             row.lod.flush()
-            # A row with spans has them at its coarsest level, unless that
-            # outgrew the cap too (then it has nothing to draw).
+            # A row with spans has them at its coarsest level, unless memory
+            # ran out even there (then it has nothing to draw).
             if row.lod.out[n_levels - 1]:
                 rows_out.append((key, row))
-
-        index, index_left_out = self._encode_index(
-            {key: i for i, (key, _) in enumerate(rows_out)}, coro_rows
+        row_of = {key: i for i, (key, _) in enumerate(rows_out)}
+        fit = _Fit([row.lod.out for _, row in rows_out], n_levels)
+        fit.required(self.max_bytes * 3 // 4)
+        index = self._fit_index(
+            max((self.max_bytes - fit.total) // 2, 0), row_of, coro_rows
         )
-        budget = max(self.max_bytes - _b64len(len(index)), self.max_bytes // 2)
-        keep = self._fit(rows_out, n_levels, budget)
+        fit.finer(self.max_bytes - fit.total - index["bytes"])
 
         names = [""] * len(self._names)
         for s, i in self._names.items():
             names[i] = s
         rows = []
         worst = worst_loops = 0
-        size = _b64len(len(index))
-        for (key, row), kept in zip(rows_out, keep, strict=True):
+        for i, (key, row) in enumerate(rows_out):
             group, label = row.group, row.label
             if key[0] == "loop":
                 name = self._loop_labels.get(key[1])
@@ -728,125 +804,159 @@ class TimelineBuilder:
                 name = self._thread_labels.get(key[1])
                 if name:
                     label = f"{name} ({key[1]})"
-            data: list[str | None] = []
-            for lv in range(n_levels):
-                out = row.lod.out[lv]
-                if lv < kept or out is None:
-                    data.append(None)
-                else:
-                    data.append(base64.b64encode(out).decode("ascii"))
-                    size += _b64len(len(out))
-            finest = next(lv for lv, d in enumerate(data) if d is not None)
-            worst = max(worst, RES[finest])
+            data: list[str | None] = [
+                fit.b64(i, lv) if lv >= fit.keep[i] else None for lv in range(n_levels)
+            ]
+            worst = max(worst, RES[fit.keep[i]])
             if key[0] != "coro":
-                worst_loops = max(worst_loops, RES[finest])
+                worst_loops = max(worst_loops, RES[fit.keep[i]])
             rows.append(
                 {"group": group, "label": label, "info": row.info, "levels": data}
             )
+        index_entries = index["entries"]
         return {
             "duration_ns": duration,
             "kinds": list(KINDS),
             "names": names,
             "levels_ns": list(RES[:n_levels]),
+            "required_ns": RES[fit.req],
+            "encoding": "deflate",
             "rows": rows,
             "resolution_ns": worst,
             "loops_resolution_ns": worst_loops,
             "coroutines": self.coroutines,
             "coroutines_left_out": self.coroutines - len(chosen),
-            "index": base64.b64encode(index).decode("ascii"),
-            "index_entries": len(self._ix_id) - index_left_out,
-            "index_left_out": index_left_out,
-            "bytes": size,
+            "index": index["tables"],
+            "index_resolution_ns": index["resolution_ns"],
+            "index_entries": index_entries,
+            "index_left_out": len(self._ix) - index_entries,
+            "index_min_life_ns": index["min_life_ns"],
+            "timeline_bytes": fit.total,
+            "index_bytes": index["bytes"],
+            "bytes": fit.total + index["bytes"],
             "max_bytes": self.max_bytes,
+            "memory_drops": self.mem.dropped,
         }
 
-    def _fit(
-        self, rows: list[tuple[Any, _Row]], n_levels: int, budget: int
-    ) -> list[int]:
-        """The finest level each row keeps so that the rows fit ``budget`` bytes.
+    def _fit_index(
+        self, share: int, row_of: dict[Any, int], coro_rows: dict[int, None]
+    ) -> dict[str, Any]:
+        """The search index at the finest resolution that fits ``share`` bytes.
 
-        Detail goes evenly: the finest level kept anywhere goes first, from
-        the biggest row down, so every row keeps at least the detail of the
-        worst one. Every row keeps its coarsest level.
+        If even the coarsest does not fit, the shortest-lived entries are
+        left out (all entries living less than ``min_life_ns``).
         """
-        keep = []
-        total = 0
-        heap: list[tuple[int, int, int]] = []  # (level, -bytes, row)
-        for i, (_, row) in enumerate(rows):
-            out = row.lod.out
-            lv = next(
-                (lv for lv in range(n_levels) if out[lv] is not None), n_levels - 1
-            )
-            keep.append(lv)
-            total += sum(_b64len(len(o)) for o in out[lv:n_levels] if o is not None)
-            if lv < n_levels - 1:
-                heapq.heappush(heap, (lv, -len(out[lv] or b""), i))
-        while total > budget and heap:
+        crow = {}
+        for cid in coro_rows:
+            c = self._kept.get(cid)
+            if c is not None and ("coro", cid) in row_of:
+                crow[c[0].slot] = row_of[("coro", cid)]
+        lanes = [-1] * len(self._lane_keys)
+        for key, lk in self._lane_keys.items():
+            lanes[lk] = row_of.get(key, -1)
+        n = len(self._ix)
+        min_life = 0
+        for res in INDEX_RES_NS:
+            tables, size, kept = self._ix.encode(res, 0, crow, lanes)
+            if size <= share:
+                break
+        if size > share and n:
+            # Leave out the shortest-lived, guessing how many fit from this
+            # encoding's bytes per entry; then check.
+            lives = self._ix.lifetimes()
+            per_entry = size / n
+            while size > share and kept:
+                room = min(int(share / per_entry), kept - 1)
+                # Progress even through ties: each round leaves out more.
+                min_life = max(
+                    lives[n - room] if room > 0 else lives[-1] + 1, min_life + 1
+                )
+                tables, size, kept = self._ix.encode(res, min_life, crow, lanes)
+                per_entry = size / max(kept, 1) * 1.05
+        return {
+            "tables": tables,
+            "bytes": size,
+            "entries": kept,
+            "resolution_ns": res,
+            "min_life_ns": min_life,
+        }
+
+
+class _Fit:
+    """_Fit chooses the finest level each row embeds, within a budget.
+
+    Rows keep every level from ``keep[i]`` to the coarsest, deflated.
+    ``required`` gives every row its levels down to ``REQUIRED_NS`` (512 µs)
+    and takes detail back, finest first and from the biggest row down,
+    only if they do not fit; ``finer`` then spends what is left on finer
+    levels, evenly: one level finer for every row that fits, smallest rows
+    first, before any row goes finer still.
+    """
+
+    def __init__(self, outs: list[list[bytearray | None]], n_levels: int) -> None:
+        self.outs = outs
+        self.n = n_levels
+        self.req = max(lv for lv in range(n_levels) if RES[lv] <= REQUIRED_NS)
+        self.keep = [max(_finest(out), self.req) for out in outs]
+        self.total = 0
+        self._z: dict[tuple[int, int], str] = {}
+        for i in range(len(outs)):
+            self.total += sum(self.size(i, lv) for lv in range(self.keep[i], n_levels))
+
+    def b64(self, i: int, lv: int) -> str | None:
+        """Row ``i``'s level ``lv`` as the page embeds it (deflated, base64)."""
+        out = self.outs[i][lv]
+        if out is None:
+            return None
+        z = self._z.get((i, lv))
+        if z is None:
+            z = base64.b64encode(zlib.compress(out, 6)).decode("ascii")
+            self._z[(i, lv)] = z
+        return z
+
+    def size(self, i: int, lv: int) -> int:
+        """The bytes of ``b64(i, lv)``."""
+        z = self.b64(i, lv)
+        return len(z) if z is not None else 0
+
+    def required(self, budget: int) -> None:
+        """Takes the finest levels back until the rows fit ``budget``."""
+        heap = [
+            (self.keep[i], -self.size(i, self.keep[i]), i)
+            for i in range(len(self.outs))
+            if self.keep[i] < self.n - 1
+        ]
+        heapq.heapify(heap)
+        while self.total > budget and heap:
             lv, neg, i = heapq.heappop(heap)
-            out = rows[i][1].lod.out
-            total -= _b64len(-neg)
+            self.total += neg
             lv += 1
-            while lv < n_levels - 1 and out[lv] is None:
+            while lv < self.n - 1 and self.outs[i][lv] is None:
                 lv += 1
-            keep[i] = lv
-            if lv < n_levels - 1:
-                heapq.heappush(heap, (lv, -len(out[lv] or b""), i))
-        return keep
+            self.keep[i] = lv
+            if lv < self.n - 1:
+                heapq.heappush(heap, (lv, -self.size(i, lv), i))
 
-    def _encode_index(
-        self,
-        row_of: dict[Any, int],
-        coro_rows: dict[int, None],
-    ) -> tuple[bytearray, int]:
-        """The search index as the page embeds it, and how many it left out.
-
-        Per entry, in the order they ended, in µs: zigzag start delta,
-        duration, name, zigzag id delta, and (row + 1) << 1 | is_task (row
-        0: none). Beyond a quarter of the budget, the shortest-lived are
-        left out, by powers of two of their lifetime: no sorting, no copy.
-        """
-        lane_row = {lane: row_of.get(key, -1) for key, lane in self._lane_keys.items()}
-        n = len(self._ix_id)
-        starts, ends = self._ix_start, self._ix_end
-        cap = self.max_bytes // 4 * 3 // 4  # bytes before base64
-        shortest = 0  # bit length of the shortest lifetime kept
-        if n * 6 > cap:  # likely too big: count lifetimes by bit length
-            by_bits = [0] * 65
-            for i in range(n):
-                by_bits[(ends[i] - starts[i]).bit_length()] += 1
-            room = cap // 9  # entries, at about 9 bytes each
-            shortest = 65
-            while shortest > 0 and by_bits[shortest - 1] <= room:
-                shortest -= 1
-                room -= by_bits[shortest]
-        out = bytearray()
-        kept = 0
-        prev_s = prev_id = 0
-        for i in range(n):
-            if shortest and (ends[i] - starts[i]).bit_length() < shortest:
-                continue
-            kept += 1
-            s = starts[i] // 1000
-            dq = s - prev_s
-            prev_s = s
-            _uv(out, dq << 1 if dq >= 0 else (-dq << 1) - 1)
-            _uv(out, max(ends[i] // 1000 - s, 0))
-            _uv(out, self._ix_name[i])
-            rid = self._ix_id[i]
-            di = rid - prev_id
-            prev_id = rid
-            _uv(out, di << 1 if di >= 0 else (-di << 1) - 1)
-            if self._ix_kind[i]:
-                r = lane_row.get(self._ix_lane[i], -1)
-                _uv(out, (r + 1) << 1 | 1)
-            else:
-                r = row_of.get(("coro", rid), -1) if rid in coro_rows else -1
-                _uv(out, (r + 1) << 1)
-        return out, n - kept
-
-
-def _b64len(n: int) -> int:
-    return (n + 2) // 3 * 4
+    def finer(self, room: int) -> None:
+        """Adds finer levels, evenly, while they fit ``room`` bytes."""
+        for lv in range(self.req - 1, -1, -1):
+            rows = sorted(
+                (len(out[lv] or b""), i)
+                for i, out in enumerate(self.outs)
+                if self.keep[i] == lv + 1 and out[lv] is not None
+            )
+            added = False
+            for raw, i in rows:
+                if raw > room * 40:  # deflate never does that well here
+                    break
+                z = self.size(i, lv)
+                if z <= room:
+                    room -= z
+                    self.total += z
+                    self.keep[i] = lv
+                    added = True
+            if not added:
+                break
 
 
 def _fmt(ns: int) -> str:

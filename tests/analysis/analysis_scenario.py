@@ -29,6 +29,7 @@ THINK = 0.02
 THINK_STEPS = 3
 OFFLOAD = 0.05
 STALL = 0.3
+SAMPLED = 8  # watchdog samples a stall gets before it ends
 
 
 async def sleeper() -> None:
@@ -66,8 +67,29 @@ async def offload() -> None:
     await asyncio.to_thread(time.sleep, OFFLOAD)
 
 
+def _samples_taken() -> int:
+    """Samples the watchdog has taken of this thread's stalls (internal)."""
+    session = aiotrace._session.current()
+    runtime = session.runtime if session is not None else None
+    watchdog = runtime._watchdog if runtime is not None else None
+    if watchdog is None:
+        return 0
+    return int(watchdog._samples.get(threading.get_ident(), 0))
+
+
 def blocking() -> None:
+    """Holds the thread for STALL, and on until the watchdog has seen the
+    stall and sampled it SAMPLED times: a loaded machine can starve the
+    watchdog's thread, and no test should depend on it being scheduled in
+    time (capped at a minute, for a watchdog that never comes)."""
+    before = _samples_taken()  # a count left by an earlier stall, if any
+    start = time.monotonic()
     time.sleep(STALL)
+    while time.monotonic() - start < 60:
+        taken = _samples_taken()
+        if taken >= SAMPLED and taken != before:
+            break
+        time.sleep(0.005)
 
 
 async def staller() -> None:

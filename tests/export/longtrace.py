@@ -13,7 +13,10 @@ arguments.
 
 from __future__ import annotations
 
+import base64
 import itertools
+import random
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -25,32 +28,50 @@ LOOP = 1
 THREAD = 100
 WALL0 = 1_795_000_000_000_000_000
 SLOW_WAIT_NS = 300_000_000
+JITTER_BUDGET = 136_000
+"""A page budget too small for the jittered 30 s trace at 1 µs (its rows and
+index take about 1.1 MB then) and big enough for 512 µs (about 106 KB)."""
 STALL_NS = 200_000_000
 
 
-def _request(ev: list[tuple[Any, ...]], t: int, cid: int, task: int) -> None:
+def _request(
+    ev: list[tuple[Any, ...]],
+    t: int,
+    cid: int,
+    task: int,
+    a: int = 30_000,
+    w: int = 268_000,
+    b: int = 20_000,
+) -> None:
+    # A first step of about a, an I/O wait of about w, a second step of b.
     c = C
+    run = t + 2_000 + a + w
     ev += [
         (c["LoopRun"], t, LOOP),
         (c["CoroCreate"], t + 200, cid, None),
         (c["Label"], t + 300, ResourceKind.COROUTINE, cid, "handle_request"),
         (c["CoroStart"], t + 1_000, cid),
         (c["TaskBegin"], t + 2_000, task, 0, "request", None),
-        (c["CoroBlock"], t + 31_000, cid, "io", None),
-        (c["LoopIdle"], t + 32_000, LOOP),
-        (c["LoopRun"], t + 300_000, LOOP),
-        (c["CoroUnblock"], t + 300_500, cid, "io"),
-        (c["CoroStart"], t + 301_000, cid),
-        (c["TaskEnd"], t + 318_000, task, None),
-        (c["CoroEnd"], t + 321_000, cid, "returned"),
-        (c["LoopIdle"], t + 322_000, LOOP),
+        (c["CoroBlock"], t + 1_000 + a, cid, "io", None),
+        (c["LoopIdle"], t + 2_000 + a, LOOP),
+        (c["LoopRun"], run, LOOP),
+        (c["CoroUnblock"], run + 500, cid, "io"),
+        (c["CoroStart"], run + 1_000, cid),
+        (c["TaskEnd"], run + b - 2_000, task, None),
+        (c["CoroEnd"], run + 1_000 + b, cid, "returned"),
+        (c["LoopIdle"], run + 2_000 + b, LOOP),
     ]
 
 
 def write_server_trace(
-    path: Path, *, seconds: int = 30, per_second: int = 1000
+    path: Path, *, seconds: int = 30, per_second: int = 1000, jitter: int = 0
 ) -> dict[str, int]:
     """Writes the trace; returns the ids and times of what is worth seeing.
+
+    With ``jitter`` (a seed), each request's steps and wait vary (steps
+    5-60 µs and 5-40 µs, waits 50-880 µs at 1000 requests a second),
+    drawn from ``random.Random(jitter)``, and nothing is planted: a trace
+    that deflates as a real one does, with requests that outlast 512 µs.
 
     Returns:
         ``slow`` and ``stall``: the coroutine ids of ``slow_query`` and
@@ -64,6 +85,7 @@ def write_server_trace(
     gap = 1_000_000_000 // per_second
     first = 1_000_000_000 + 1
     found: dict[str, int] = {}
+    rng = random.Random(jitter)
     for g in range(seconds):
         now = 1_000_000_000 * (g + 1)
         parts.append(enc.begin_generation(0, now=now, wall=WALL0 + now))
@@ -72,6 +94,18 @@ def write_server_trace(
         for i in range(per_second):
             t = now + 1_000 + i * gap
             if i in skip:
+                continue
+            if jitter:
+                span = gap - 120_000
+                _request(
+                    ev,
+                    t,
+                    next(ids),
+                    next(tasks),
+                    rng.randrange(5_000, 60_000),
+                    rng.randrange(span // 20, span),
+                    rng.randrange(5_000, 40_000),
+                )
                 continue
             _request(ev, t, next(ids), next(tasks))
             if g == seconds - 3 and i == per_second // 10:
@@ -162,12 +196,11 @@ def _unzigzag(z: int) -> int:
 
 
 def decode_level(b64: str, res_ns: int) -> list[tuple[int, int, int, int, int, int]]:
-    """A row's level as the page embeds it, decoded: (start, end, kind, name,
-    count, fill) per span, in ns, in the order written (fill: 15 for a span,
-    the share its spans cover in 16ths for a block)."""
-    import base64
-
-    vs = _varints(base64.b64decode(b64))
+    """A row's level as the page embeds it (deflated varints in base64),
+    decoded: (start, end, kind, name, count, fill) per span, in ns, in the
+    order written (fill: 15 for a span, the share its spans cover in 16ths
+    for a block)."""
+    vs = _varints(zlib.decompress(base64.b64decode(b64)))
     spans = []
     i = q = 0
     while i < len(vs):
@@ -184,26 +217,39 @@ def decode_level(b64: str, res_ns: int) -> list[tuple[int, int, int, int, int, i
     return spans
 
 
-def decode_index(b64: str) -> list[dict[str, int]]:
-    """The search index as the page embeds it: start and end (ns, to the µs),
-    name, id, task (0 or 1) and row (-1: none) per entry."""
-    import base64
-
-    vs = _varints(base64.b64decode(b64))
+def decode_index(tables: list[dict[str, Any]], res_ns: int) -> list[dict[str, int]]:
+    """The search index as the page embeds it: start and end (ns, to the
+    index's resolution), name, id, task (0 or 1) and row (-1: none) per
+    entry, coroutines first, each table in the order its entries began."""
+    signed = (True, False, False, True, False)
     out = []
-    s = rid = 0
-    for i in range(0, len(vs), 5):
-        s += _unzigzag(vs[i])
-        rid += _unzigzag(vs[i + 3])
-        f = vs[i + 4]
-        out.append(
-            {
-                "start": s * 1000,
-                "end": (s + vs[i + 1]) * 1000,
-                "name": vs[i + 2],
-                "id": rid,
-                "task": f & 1,
-                "row": (f >> 1) - 1,
-            }
-        )
+    for kind, t in enumerate(tables):
+        b = zlib.decompress(base64.b64decode(t["data"]))
+        n = t["entries"]
+        assert len(b) == n * sum(t["widths"])
+        cols = []
+        off = 0
+        for c, w in enumerate(t["widths"]):
+            vals = []
+            for i in range(n):
+                v = sum(b[off + j * n + i] << (8 * j) for j in range(w))
+                if signed[c] and v >= 1 << (8 * w - 1):
+                    v -= 1 << (8 * w)
+                vals.append(v)
+            off += w * n
+            cols.append(vals)
+        s = rid = 0
+        for i in range(n):
+            s += cols[0][i]
+            rid += cols[3][i]
+            out.append(
+                {
+                    "start": s * res_ns,
+                    "end": (s + cols[1][i]) * res_ns,
+                    "name": cols[2][i],
+                    "id": rid,
+                    "task": kind,
+                    "row": cols[4][i] - 1,
+                }
+            )
     return out

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from export_programs import counts
-from longtrace import decode_index, decode_level, write_server_trace
+from longtrace import JITTER_BUDGET, decode_index, decode_level, write_server_trace
 
 from aiotrace import analysis, reader
 from aiotrace._cli import main as cli
@@ -34,6 +34,16 @@ def long_trace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
     found = write_server_trace(path)
     assert reader.validate(reader.read_events(path)) == []
     return path, found
+
+
+@pytest.fixture(scope="module")
+def jitter_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 30-second server trace whose requests vary (seeded): 30,000
+    requests of 115 µs to 1 ms, one a millisecond, nothing planted."""
+    path = tmp_path_factory.mktemp("jitter") / "jitter.trace"
+    write_server_trace(path, jitter=7)
+    assert reader.validate(reader.read_events(path)) == []
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +139,7 @@ def test_report_data_matches_the_trace(rich_trace: Path) -> None:
         for s0, e0, *_ in _level0(r, levels):
             assert 0 <= s0 <= e0 <= tl["duration_ns"]
     # The search index holds every coroutine and user task.
-    index = decode_index(tl["index"])
+    index = decode_index(tl["index"], tl["index_resolution_ns"])
     assert len(index) == tl["index_entries"] == want["coroutines"] + want["tasks"]
     assert sum(x["task"] for x in index) == want["tasks"]
     assert tl["index_left_out"] == 0
@@ -188,7 +198,7 @@ def test_rows_go_to_coroutines_worth_seeing(
     assert all(r["label"].endswith("handle_request") for r in rows[2:])
     assert tl["coroutines"] == found["coroutines"]
     assert tl["coroutines_left_out"] == found["coroutines"] - len(rows)
-    index = decode_index(tl["index"])
+    index = decode_index(tl["index"], tl["index_resolution_ns"])
     assert len(index) == found["coroutines"] + found["coroutines"] - 1  # + tasks
     names = tl["names"]
     slow = [x for x in index if names[x["name"]] == "slow_query"]
@@ -201,41 +211,58 @@ def test_rows_go_to_coroutines_worth_seeing(
     assert tl["rows"][task["row"]]["label"] == "report"
 
 
-def test_page_stays_within_its_budget(
-    long_trace: tuple[Path, dict[str, int]], long_report: dict[str, Any]
-) -> None:
-    """With a budget too small for every span, the page drops the finest
-    levels first, from the biggest rows down, and the shortest-lived
-    coroutines from the search index; it stays within the budget, still
-    shows every row at its coarsest, and says so."""
-    path, _ = long_trace
-    full = long_report["timeline"]
-    assert full["resolution_ns"] == 1000
-    budget = full["bytes"] // 8
-    data = build_report_data(path, max_bytes=budget)
-    tl = data["timeline"]
-    assert tl["bytes"] <= budget
+def test_page_stays_within_its_budget(jitter_trace: Path) -> None:
+    """With a budget too small for every span, every row still keeps its
+    levels down to 512 µs and the search index every coroutine and task
+    (at a coarser time resolution); finer levels go to the smallest rows
+    first. With a budget too small even for that, the biggest rows' finest
+    levels go first and the shortest-lived coroutines leave the index; the
+    page stays within its budget and says what it left out."""
+    full = build_report_data(jitter_trace)["timeline"]
+    assert full["resolution_ns"] == 1000 and full["index_left_out"] == 0
+    assert full["bytes"] > 4 * JITTER_BUDGET
+
+    tl = build_report_data(jitter_trace, max_bytes=JITTER_BUDGET)["timeline"]
+    assert tl["bytes"] == tl["timeline_bytes"] + tl["index_bytes"] <= JITTER_BUDGET
     assert len(tl["rows"]) == len(full["rows"])
-    finest = [
-        next(i for i, d in enumerate(r["levels"]) if d is not None) for r in tl["rows"]
-    ]
-    assert tl["resolution_ns"] == tl["levels_ns"][max(finest)] > 1000
-    assert 1000 < tl["loops_resolution_ns"] <= tl["resolution_ns"]
-    # The biggest rows go first: the request lane before the slow coroutine.
+    finest = [_finest(r) for r in tl["rows"]]
+    assert tl["resolution_ns"] == tl["levels_ns"][max(finest)]
+    assert 1000 < tl["resolution_ns"] <= tl["required_ns"] == 512_000
+    # The small coroutine rows keep 1 µs; the loop's steps row is the biggest.
     labels = [r["label"] for r in tl["rows"]]
-    slow = next(i for i, lb in enumerate(labels) if lb.endswith("slow_query"))
-    assert finest[slow] <= finest[labels.index("request")]
+    assert all(finest[i] == 0 for i, lb in enumerate(labels) if lb.startswith("C"))
+    assert finest[labels.index("steps")] == max(finest)
+    for r, lv in zip(tl["rows"], finest, strict=True):
+        assert all(d is not None for d in r["levels"][lv:])
+    assert tl["index_left_out"] == 0 and tl["index_entries"] == 60_000
+    assert tl["index_resolution_ns"] > 1000
+    index = decode_index(tl["index"], tl["index_resolution_ns"])
+    exact = decode_index(full["index"], 1000)
+    res = tl["index_resolution_ns"]
+    assert [(x["id"], x["task"]) for x in index] == [
+        (x["id"], x["task"]) for x in exact
+    ]
+    for x, y in zip(index, exact, strict=True):
+        assert x["start"] <= y["start"] < x["start"] + res
+        assert x["end"] - res < y["end"] <= x["end"]
+
+    small = build_report_data(jitter_trace, max_bytes=JITTER_BUDGET // 8)
+    tl = small["timeline"]
+    assert tl["bytes"] <= JITTER_BUDGET // 8
+    assert tl["resolution_ns"] > tl["required_ns"]
     for r in tl["rows"]:
         assert r["levels"][-1] is not None
-    # The search index keeps the longest-lived within its quarter.
-    assert tl["index_left_out"] > 0
-    names = [tl["names"][x["name"]] for x in decode_index(tl["index"])]
-    assert "slow_query" in names and "blocking_call" in names
-    assert len(names) == tl["index_entries"]
-    assert tl["index_entries"] + tl["index_left_out"] == full["index_entries"]
-    page = render_report(data)
-    assert "its busiest rows show real spans down to" in page
-    assert "The search index left out the" in page
+    assert 0 < tl["index_left_out"] < 60_000
+    index = decode_index(tl["index"], tl["index_resolution_ns"])
+    assert len(index) == tl["index_entries"] == 60_000 - tl["index_left_out"]
+    assert all(x["end"] - x["start"] >= tl["index_min_life_ns"] for x in index)
+    page = render_report(small)
+    assert "some rows are coarser than" in page
+    assert "longest-lived of" in page
+
+
+def _finest(row: dict[str, Any]) -> int:
+    return next(i for i, d in enumerate(row["levels"]) if d is not None)
 
 
 def test_page_embeds_data_safely(tmp_path: Path) -> None:

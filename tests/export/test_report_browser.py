@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from longtrace import decode_level, write_server_trace
+from longtrace import JITTER_BUDGET, decode_level, write_server_trace
 
 from aiotrace import reader
 from aiotrace.export import build_report_data, render_report
@@ -78,7 +78,7 @@ def open_report(browser: Any, page_path: Path) -> tuple[Any, list[str], list[str
     page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
     page.on("request", lambda r: requests.append(r.url))
     page.goto(page_path.as_uri())
-    page.wait_for_selector("body[data-ready='1']", timeout=20_000)
+    page.wait_for_selector("body[data-ready='1']", timeout=60_000)
     return page, errors, requests
 
 
@@ -208,7 +208,7 @@ def test_capped_report_says_so_in_chromium(
     page, errors, requests = open_report(browser, path)
     try:
         notices = page.locator("#notices .notice").all_inner_texts()
-        assert any("its busiest rows show real spans down to" in n for n in notices)
+        assert any("every row shows its real spans down to" in n for n in notices)
         assert any("search finds the other" in n for n in notices)
         assert page.evaluate(INK)["ink"] > 0
         assert errors == []
@@ -390,6 +390,93 @@ def test_search_jumps_to_a_coroutine(
         page.close()
 
 
+@pytest.fixture(scope="module")
+def jitter_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 30-second server trace whose requests vary (seeded): 30,000
+    requests of 115 µs to 1 ms, one a millisecond, nothing planted."""
+    path = tmp_path_factory.mktemp("jitter") / "jitter.trace"
+    write_server_trace(path, jitter=7)
+    assert reader.validate(reader.read_events(path)) == []
+    return path
+
+
+@pytest.fixture(scope="module")
+def jitter_page(
+    jitter_trace: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any]]:
+    """The report of the jittered 30-second trace, on a budget too small
+    for its spans at 1 µs: the page and its data."""
+    data = build_report_data(jitter_trace, title="jitter", max_bytes=JITTER_BUDGET)
+    page = tmp_path_factory.mktemp("jitter-page") / "jitter.html"
+    page.write_text(render_report(data), encoding="utf-8")
+    return page, data
+
+
+def _in_window(
+    data: dict[str, Any], row: int, lv: int, window: tuple[int, int]
+) -> list[tuple[int, int, int, int, int, int]]:
+    tl = data["timeline"]
+    return [
+        sp
+        for sp in decode_level(tl["rows"][row]["levels"][lv], tl["levels_ns"][lv])
+        if sp[1] >= window[0] and sp[0] <= window[1]
+    ]
+
+
+def test_tight_budget_still_zooms_to_real_spans(
+    browser: Any, jitter_page: tuple[Path, dict[str, Any]]
+) -> None:
+    """On a budget too small for every span, zooming into 5 ms late in a
+    30-second trace draws every row at 512 µs or finer, and the request
+    lane's requests as spans of their own (no block), one inked run per
+    request or run of requests closer than a pixel; search still finds a
+    coroutine that lived late in the trace, with no row of its own."""
+    path, data = jitter_page
+    tl = data["timeline"]
+    assert 1000 < tl["resolution_ns"] <= 512_000 == tl["required_ns"]
+    assert tl["index_left_out"] == 0 and tl["index_resolution_ns"] > 1000
+    page, errors, requests = open_report(browser, path)
+    try:
+        notices = page.locator("#notices .notice").all_inner_texts()
+        assert any("every row shows its real spans down to" in n for n in notices)
+        assert any("holds every coroutine and user task" in n for n in notices)
+        window = (28_400_000_000, 28_405_000_000)
+        page.evaluate("([a, b]) => window.aiotraceReport.setView(a, b)", window)
+        drawn = page.evaluate("() => window.aiotraceReport.drawn()")
+        assert drawn["view"] == list(window) and drawn["want"] == 0
+        lane = _row(data, "request")
+        for r in drawn["rows"]:
+            assert tl["levels_ns"][r["level"]] <= 512_000
+            spans = _in_window(data, r["index"], r["level"], window)
+            assert r["spans"] == len(spans)
+            assert r["merged"] == sum(sp[4] > 1 for sp in spans)
+        row = drawn["rows"][lane]
+        spans = _in_window(data, lane, row["level"], window)
+        assert len(spans) >= 4 and all(sp[4] == 1 for sp in spans)
+        # Pixels: spans apart by 3 px or more make runs of their own, spans
+        # closer than a pixel one run (between: either).
+        px = (1280 - 232) / (window[1] - window[0])
+        gaps = [(b[0] - a[1]) * px for a, b in itertools.pairwise(sorted(spans))]
+        runs = page.evaluate(ROW_RUNS, [row["y"], row["h"]])
+        assert (
+            1 + sum(g >= 3 for g in gaps) <= len(runs) <= 1 + sum(g > 0 for g in gaps)
+        )
+        _labels_apart(drawn)
+
+        late = tl["coroutines"] - 10
+        page.locator("#search").fill(f"C{late}")
+        assert page.locator("#search-results li[data-i]").count() == 1
+        page.locator("#search").press("Enter")
+        drawn = page.evaluate("() => window.aiotraceReport.drawn()")
+        assert drawn["found"]["id"] == late and drawn["found"]["row"] == -1
+        a, b = drawn["view"]
+        assert b > a > 29e9
+        assert errors == []
+        assert requests == [path.as_uri()]
+    finally:
+        page.close()
+
+
 def test_empty_trace_in_chromium(browser: Any, tmp_path: Path) -> None:
     """A trace with nothing in it makes a page that opens without errors,
     draws no row and says there is nothing to draw."""
@@ -397,7 +484,7 @@ def test_empty_trace_in_chromium(browser: Any, tmp_path: Path) -> None:
     write_server_trace(trace, seconds=0)
     data = build_report_data(trace)
     assert data["events"] == 0
-    assert data["timeline"]["rows"] == [] and data["timeline"]["index"] == ""
+    assert data["timeline"]["rows"] == [] and data["timeline"]["index_entries"] == 0
     path = tmp_path / "empty.html"
     path.write_text(render_report(data), encoding="utf-8")
     page, errors, requests = open_report(browser, path)
