@@ -18,6 +18,7 @@ asyncio program.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 from ._annotate import log, logf
@@ -59,10 +60,43 @@ async def _barista(
         log("barista", f"order {order}: on the counter")
 
 
+PRINTER_JAMS = 20
+"""Most times the printer blocks again while the stall has too few samples."""
+
+SAMPLES_TO_SHOW = 3
+"""Stack samples of the stall the demo waits for (the watchdog takes one
+every 2 ms once a step is a stall: some 25 in the printer's 50 ms past the
+threshold, on a machine that is not overloaded)."""
+
+
 def _blocking_receipt_printer(order: int) -> None:
-    """Prints a receipt, badly: a blocking call on the event loop's thread."""
-    time.sleep(RECEIPT_PRINTER_SECONDS)  # the planted stall: no await, no thread
+    """Prints a receipt, badly: a blocking call on the event loop's thread.
+
+    The demo is there to show a sampled stall: on a machine so busy that the
+    watchdog thread took fewer than SAMPLES_TO_SHOW stack samples of it, the
+    printer jams and blocks again (up to PRINTER_JAMS times)."""
+    for _ in range(PRINTER_JAMS):
+        time.sleep(RECEIPT_PRINTER_SECONDS)  # the planted stall: no await, no thread
+        if not _stall_unsampled():
+            break
     logf("cafe", "order %d: receipt printed", order)
+
+
+def _stall_unsampled() -> bool:
+    """Whether the stall watchdog of the running trace has yet to take
+    SAMPLES_TO_SHOW stack samples of this thread's stall (False when nothing
+    watches)."""
+    from . import _session
+    from ._loop._state import NEVER
+
+    session = _session.current()
+    runtime = None if session is None else session.runtime
+    if runtime is None or runtime._watchdog is None or runtime.hooks.stall_ns == NEVER:
+        return False
+    watchdog = runtime._watchdog
+    # The watchdog counts a sample just before taking it: one counted past
+    # the n-th means the n-th is in the trace.
+    return int(watchdog._samples.get(threading.get_ident(), 0)) <= SAMPLES_TO_SHOW
 
 
 async def _waiter(counter: asyncio.Queue[int], orders: int) -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Iterator
 
@@ -9,6 +10,15 @@ import pytest
 
 import aiotrace
 from aiotrace._context import current_task_var, regions_var
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGINT back to Python's default if the suite was started with it
+    ignored (as a non-interactive shell starts a background job): ignored
+    signals stay ignored across exec, and the programs the tests interrupt
+    with SIGINT would never see it (they hang until the tests time out)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

@@ -117,7 +117,8 @@ def test_demo_writes_a_trace_that_shows_what_it_promises(tmp_path: Path) -> None
         (st.frames[0].func, Path(st.frames[0].file).name, st.frames[0].line)
         for st in stall.samples
     )
-    assert innermost, "no stack sample in 0.15 s of stall"
+    # The demo blocks until the watchdog took 3 samples (SAMPLES_TO_SHOW).
+    assert sum(innermost.values()) >= 3, innermost
     assert innermost.most_common(1)[0][0] == (
         "_blocking_receipt_printer",
         "_demo.py",

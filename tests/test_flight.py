@@ -515,11 +515,29 @@ def test_a_never_started_recorder_writes_no_file(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def _samples_of_stalls() -> dict[int, int]:
+    """The running recording's watchdog counts of samples per stalling
+    thread (white-box)."""
+    from aiotrace import _session
+
+    session = _session.current()
+    assert session is not None and session.runtime is not None
+    watchdog = session.runtime._watchdog
+    assert watchdog is not None
+    counts: dict[int, int] = watchdog._samples
+    return counts
+
+
 async def stalling(stop: threading.Event) -> None:
-    """Two stalls, with a pause between, then waits for ``stop``."""
+    """Two stalls, with a pause between, then waits for ``stop``. Each
+    blocks 0.3 s, and again while the watchdog has taken fewer than 5
+    samples of it (a loaded machine), in one line of C calls that every
+    sample names."""
+    counts, me = _samples_of_stalls(), threading.get_ident()
     for _ in range(2):
         await asyncio.sleep(0.01)
-        time.sleep(0.3)  # mark: stall
+        while time.sleep(0.3) or counts.get(me, 0) <= 5:  # mark: stall
+            pass
     while not stop.is_set():
         await asyncio.sleep(0.01)
 
@@ -581,11 +599,18 @@ def test_a_stall_writes_a_snapshot_with_the_stall_and_its_samples(
         for ev in events
         if ev.kind is EventKind.STACK_SAMPLE and begin.time <= ev.time <= end.time
     ]
-    assert len(samples) >= 5
     line = _marker_line("stall")
-    for s in samples:
-        top = s.stack.frames[0]
-        assert (top.func, top.file, top.line) == ("stalling", __file__, line)
+    # The blocking line is sampled first (5 times at least: it blocks until
+    # then); a sample taken after it, as the step goes on to its await, may
+    # name another line, never the blocking one again.
+    at_line = [
+        (s.stack.frames[0].func, s.stack.frames[0].file, s.stack.frames[0].line)
+        == ("stalling", __file__, line)
+        for s in sorted(samples, key=lambda s: s.time)
+    ]
+    held = at_line.index(False) if False in at_line else len(at_line)
+    assert held >= 5, [s.stack.frames[0] for s in samples]
+    assert not any(at_line[held:]), [s.stack.frames[0] for s in samples]
 
 
 def _marker_line(marker: str) -> int:

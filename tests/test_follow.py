@@ -245,11 +245,19 @@ def test_analyze_processes_matches_each_analysis(
 
 def test_stalls_of_several_traces(tmp_path: Path) -> None:
     """`aiotrace stalls` of a parent and a child that stalls: the child's
-    stall is listed, naming its process and its line."""
+    stall is listed, naming its process and its line. (The child blocks
+    until the watchdog sampled it 3 times, however loaded the machine.)"""
     (tmp_path / "st.py").write_text(
-        "import asyncio, multiprocessing as mp, time\n"
+        "import asyncio, multiprocessing as mp, threading, time\n"
+        "from aiotrace import _session\n"
+        "def sampled():  # white-box: the watchdog's samples of this stall\n"
+        "    watchdog = _session.current().runtime._watchdog\n"
+        "    return watchdog._samples.get(threading.get_ident(), 0) > 3\n"
         "async def hog():\n"
-        "    time.sleep(0.3)  # the stall\n"
+        "    for _ in range(100):\n"
+        "        time.sleep(0.3)  # the stall\n"
+        "        if sampled():\n"
+        "            break\n"
         "def child():\n"
         "    asyncio.run(hog())\n"
         "if __name__ == '__main__':\n"
@@ -263,7 +271,7 @@ def test_stalls_of_several_traces(tmp_path: Path) -> None:
     out = _run([*CLI, "stalls", "st.trace", f"st.{pid}.trace"], tmp_path)
     assert out.returncode == 0, out.stderr
     assert f"[pid {pid}] hog" in out.stdout
-    assert "st.py:3" in out.stdout
+    assert "st.py:8" in out.stdout
 
 
 def test_export_of_several_traces(

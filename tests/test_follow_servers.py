@@ -44,7 +44,8 @@ def _free_port() -> int:
 
 def _get(port: int) -> int | None:
     """The pid of the worker that answered, or None if none answered."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    # A bound, not a measure: a loaded machine's worker may take seconds.
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         conn.request("GET", "/")
         return int(conn.getresponse().read())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 import subprocess
 import sys
@@ -33,6 +34,9 @@ def test_trace_is_finished_at_exit_without_stop(tmp_path: Path) -> None:
 
 
 def _child_report(conn: Connection) -> None:
+    # A child stuck (say, on a lock some parent thread held at the fork)
+    # prints where it is and exits, so that the test's failure says why.
+    faulthandler.dump_traceback_later(50, exit=True)
     enabled_before = aiotrace.is_enabled()
     aiotrace.log("child", "not recorded")
     # A child may trace on its own.
@@ -54,11 +58,27 @@ def test_forked_child_does_not_inherit_the_trace(tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("fork")
     with aiotrace.tracing(trace):
         aiotrace.log("parent", "before fork")
-        parent_conn, child_conn = ctx.Pipe()
+        parent_conn, child_conn = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=_child_report, args=(child_conn,))
         proc.start()
-        enabled_in_child, child_messages = parent_conn.recv()
-        proc.join(30)
+        # Only the child holds the sending end now: a child that dies before
+        # it reports ends the wait at once (EOFError), and one that hangs
+        # fails the test with its state rather than blocking it.
+        child_conn.close()
+        try:
+            if not parent_conn.poll(60):
+                pytest.fail(f"the forked child sent nothing in 60 s: {proc!r}")
+            try:
+                enabled_in_child, child_messages = parent_conn.recv()
+            except EOFError:
+                proc.join(60)
+                pytest.fail(f"the forked child died without a report: {proc!r}")
+            proc.join(60)
+        finally:
+            if proc.is_alive():
+                proc.kill()
+                proc.join(60)
+            parent_conn.close()
         aiotrace.log("parent", "after fork")
     assert proc.exitcode == 0
     assert enabled_in_child is False

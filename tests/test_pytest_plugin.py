@@ -280,11 +280,18 @@ def test_failing_report_names_the_trace_and_its_stall(
         project,
         """
         import asyncio
+        import threading
         import time
         import pytest
+        from aiotrace import _session
 
         def load_all():
-            time.sleep(0.3)  # the stall
+            # 0.3 s, and again until the watchdog sampled it 3 times (a
+            # loaded machine may starve it), in one line of C calls.
+            counts = _session.current().runtime._watchdog._samples
+            me = threading.get_ident()
+            while time.sleep(0.3) or counts.get(me, 0) <= 3:  # the stall
+                pass
 
         async def slow_handler():
             load_all()  # the call
@@ -303,7 +310,7 @@ def test_failing_report_names_the_trace_and_its_stall(
     path = project.path / "out" / "test_it.py__test_slow.trace"
     source = project.path / "test_it.py"
     lines = source.read_text().splitlines()
-    stall = lines.index("    time.sleep(0.3)  # the stall") + 1
+    stall = lines.index(STALL_LINE) + 1
     call = lines.index("    load_all()  # the call") + 1
     events = reader.read_events(str(path))
     assert reader.validate(events) == []
@@ -339,11 +346,18 @@ def test_many_stalls_are_cut_to_the_longest(project: pytest.Pytester) -> None:
         project,
         """
         import asyncio
+        import threading
         import time
         import pytest
+        from aiotrace import _session
 
         async def tick():
-            time.sleep(0.1)
+            # 0.1 s, and again until the watchdog sampled it 3 times (a
+            # loaded machine may starve it): each stall names its line.
+            counts = _session.current().runtime._watchdog._samples
+            me = threading.get_ident()
+            while time.sleep(0.1) or counts.get(me, 0) <= 3:
+                pass
 
         @pytest.mark.aiotrace(stall_threshold=0.05)
         def test_ticks():
@@ -632,12 +646,22 @@ def test_unwritable_directory(project: pytest.Pytester, where: str) -> None:
     assert re.search(r"passed|failed", result.stdout.str()) is None
 
 
+STALL_LINE = "    while time.sleep(0.3) or counts.get(me, 0) <= 3:  # the stall"
+"""The planted stall's line in the inner tests: 0.3 s, and again until the
+watchdog sampled it 3 times (a loaded machine may starve it), in one line
+of C calls that every sample names."""
+
 XDIST_TESTS = """
 import asyncio
+import threading
 import time
+from aiotrace import _session
 
 def hold():
-    time.sleep(0.3)  # the stall
+    counts = _session.current().runtime._watchdog._samples
+    me = threading.get_ident()
+    while time.sleep(0.3) or counts.get(me, 0) <= 3:  # the stall
+        pass
 
 async def handler():
     hold()
@@ -678,7 +702,7 @@ def test_under_xdist_counts_and_sections_come_from_the_workers(
             ["aiotrace: 1 trace of failed tests (of 3 traced) in *"]
         )
     source = (project.path / "test_it.py").read_text().splitlines()
-    line = source.index("    time.sleep(0.3)  # the stall") + 1
+    line = source.index(STALL_LINE) + 1
     result.stdout.fnmatch_lines(
         [
             "*- aiotrace -*",

@@ -95,7 +95,9 @@ async def test_live_trace_streams_the_load() -> None:
         for t in tasks(events, "http.request").values()
         for rid in t["logs"]["req.id"]
     ]
-    assert len(inside) > 100
+    # How many fit in 3 s depends on the machine's load (hundreds when idle);
+    # 20 clients looping make it more than one round's worth in any case.
+    assert len(inside) > 20
     assert set(inside) <= set(logged)
     assert len(logged) == len(set(logged))
 
@@ -363,7 +365,9 @@ async def test_a_stuck_trace_client_holds_the_endpoint_then_is_cut_off() -> None
     never pile traces up; after send_timeout it is cut off (its connection
     aborted, an incomplete transfer) and /trace works again."""
     app = web.Application()  # only the debug routes (see the flight test)
-    aiotrace_aiohttp.add_debug_routes(app, send_timeout=2)
+    # send_timeout: long enough that the 409 below is asked for well before
+    # the stuck client is cut off, however loaded the machine.
+    aiotrace_aiohttp.add_debug_routes(app, send_timeout=8)
     async with serve(app) as url:
         with contextlib.closing(
             await stuck_client(url, "/debug/aiotrace/trace?seconds=4")
@@ -400,7 +404,12 @@ async def test_stuck_flight_clients_are_bounded_in_number_and_time() -> None:
         # Only the debug routes: the snapshot is validated, and the traced
         # middleware has a known gap on 3.12/3.13 (see docs/aiohttp.md).
         app = web.Application()
-        aiotrace_aiohttp.add_debug_routes(app, flight_recorder=recorder, send_timeout=3)
+        # send_timeout: long enough that every stuck client is still held
+        # when the next one is refused, though a loaded machine makes each
+        # snapshot slowly.
+        aiotrace_aiohttp.add_debug_routes(
+            app, flight_recorder=recorder, send_timeout=15
+        )
         async with serve(app) as url, aiohttp.ClientSession() as session:
             stuck = [
                 closing.enter_context(
@@ -419,7 +428,7 @@ async def test_stuck_flight_clients_are_bounded_in_number_and_time() -> None:
                     assert r.status == 200, text  # a stuck one not held yet
                     return False
 
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 60
             while not await refused():
                 assert time.monotonic() < deadline, "never refused"
             # Served again only once the stuck ones are cut off (they still

@@ -38,7 +38,9 @@ def test_aiohttp_server_self_test(tmp_path: Path) -> None:
         for e in events
         if e.kind is EventKind.TASK_BEGIN and e.task.type == "GET /orders/{id}"
     }
-    assert len(orders) >= 10
+    # One request at a time for 2 s: how many depends on the machine's load
+    # (over a hundred when idle); a few are enough to check each one.
+    assert len(orders) >= 3
     by_task: dict[int, set[str]] = {}
     for e in events:
         if e.kind is EventKind.REGION_BEGIN and e.region.task in orders:
@@ -71,6 +73,12 @@ def test_stall_hunt_self_test(tmp_path: Path) -> None:
     (line,) = [i + 1 for i, t in enumerate(source) if "time.sleep(0.25)" in t]
     assert f"stack samples at stall_hunt.py:{line} in legacy_render" in stdout
     assert "while serving task" in stdout and "/report" in stdout
-    (dump,) = tmp_path.glob("stall-*.trace")
+    # The dump explained (a loaded machine may have dumped other stalls too).
+    (dump,) = [
+        Path(t[len("stall dump: ") :])
+        for t in stdout.splitlines()
+        if t.startswith("stall dump: ")
+    ]
+    assert dump.parent == tmp_path
     assert validate(read_events(dump)) == []
     assert "byte snapshot" in stdout

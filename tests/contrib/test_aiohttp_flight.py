@@ -83,11 +83,18 @@ def check_stall(events: list[Event]) -> None:
         for ev in events
         if ev.kind is EventKind.STACK_SAMPLE and begin.time <= ev.time <= end.time
     ]
-    assert samples
-    for sample in samples:
-        top = sample.stack.frames[0]
-        assert (top.func, top.line) == ("stall_line", line)
-        assert top.file == tracedapp.__file__
+    # The blocking line is sampled first (3 times at least: it blocks until
+    # then); once it returns the step goes on (the response is written),
+    # still holding the loop, and a later sample may catch that, never the
+    # blocking line again.
+    at_line = [
+        (s.stack.frames[0].func, s.stack.frames[0].file, s.stack.frames[0].line)
+        == ("stall_line", tracedapp.__file__, line)
+        for s in sorted(samples, key=lambda s: s.time)
+    ]
+    held = at_line.index(False) if False in at_line else len(at_line)
+    assert held >= 3, [s.stack.frames[0] for s in samples]
+    assert not any(at_line[held:]), [s.stack.frames[0] for s in samples]
     task = stall_task(events)
     assert task is not None
     # The stall is the loop's whole step, which runs the request's task.
@@ -140,7 +147,9 @@ async def test_a_stalling_request_is_caught_in_the_flight_recorder(
     dumped = read(Path(dump))
     assert validate(dumped) == []
     check_stall(dumped)
-    assert len(tasks(dumped, "http.request")) > 100
+    # The load's requests of the last 5 s or so: how many depends on the
+    # machine's load (hundreds when idle), more than one round of 20 anyway.
+    assert len(tasks(dumped, "http.request")) > 20
     events = read(served)
     assert validate(events) == []
     check_stall(events)

@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import pytest
 import trio
+from helpers import hold_until_sampled
 
 import aiotrace
 from aiotrace import reader
@@ -98,7 +99,36 @@ async def trio_main() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(trio_boom)
     STALL_LINE = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
-    time.sleep(0.25)
+    hold_until_sampled(3)  # blocks the run until the watchdog sampled it
+
+
+def planted_stall_samples(events: list[reader.Event]) -> list[reader.Event]:
+    """The samples of trio_main's planted stall, checked: at least 3, all at
+    its line (under hold_until_sampled), all in one "loop stall" range; and
+    every sample lies in a stall. (A loaded machine may add stalls of its
+    own elsewhere.)"""
+    begins: list[reader.Event] = []
+    stalls: list[tuple[int, int]] = []
+    for ev in events:
+        if (
+            ev.kind in (EventKind.RANGE_BEGIN, EventKind.RANGE_END)
+            and ev.range.name == "loop stall"
+        ):
+            if ev.kind is EventKind.RANGE_BEGIN:
+                begins.append(ev)
+            else:
+                stalls.append((begins.pop().time, ev.time))
+    samples = [ev for ev in events if ev.kind is EventKind.STACK_SAMPLE]
+    held = [ev for ev in samples if ev.stack.frames[0].func == "hold_until_sampled"]
+    assert len(held) >= 3
+    for ev in held:
+        at = ev.stack.frames[1]
+        assert (at.func, at.file, at.line) == ("trio_main", __file__, STALL_LINE)
+    planted = [(t0, t1) for t0, t1 in stalls if t0 <= held[0].time <= t1]
+    assert len(planted) == 1
+    assert all(planted[0][0] <= ev.time <= planted[0][1] for ev in held)
+    assert all(any(t0 <= ev.time <= t1 for t0, t1 in stalls) for ev in samples)
+    return held
 
 
 def test_trio_tasks_are_coroutines(tmp_path: Path) -> None:
@@ -146,18 +176,7 @@ def test_trio_tasks_are_coroutines(tmp_path: Path) -> None:
         ev.loop == loops[0].state_transition.resource.id for ev in transitions(events)
     )
 
-    stalls = [
-        ev
-        for ev in events
-        if ev.kind is EventKind.RANGE_BEGIN and ev.range.name == "loop stall"
-    ]
-    assert len(stalls) == 1
-    samples = [ev for ev in events if ev.kind is EventKind.STACK_SAMPLE]
-    assert samples
-    assert all(ev.coroutine == main for ev in samples)
-    top = samples[0].stack.frames[0]
-    assert (top.func, top.line) == ("trio_main", STALL_LINE)
-    assert top.file == __file__
+    assert {ev.coroutine for ev in planted_stall_samples(events)} == {main}
 
 
 def test_trio_run_started_before_tracing(tmp_path: Path) -> None:
@@ -175,7 +194,11 @@ def test_trio_run_started_before_tracing(tmp_path: Path) -> None:
             await trio.sleep(0.01)
             with aiotrace.tracing(path):
                 nursery.start_soon(sleeper, name="late")
-                await trio.sleep(0.1)
+                # Until "late" has ended (not a sleep longer than its own:
+                # a starved run may wake both at once, this one first).
+                await trio.sleep(0)
+                while any(t.name == "late" for t in nursery.child_tasks):
+                    await trio.sleep(0.01)
         await trio.sleep(0)  # trio still runs after stop
 
     trio.run(main)
@@ -253,16 +276,16 @@ def test_trio_in_guest_mode_inside_asyncio(tmp_path: Path) -> None:
     assert len(loop_ids) == 2  # the asyncio host and the trio guest
     # The blocking call in the guest holds the host loop: one stall, on the
     # host's loop, sampled at the trio task's line.
-    stalls = [
-        ev
-        for ev in events
-        if ev.kind is EventKind.RANGE_BEGIN and ev.range.name == "loop stall"
-    ]
-    assert len(stalls) == 1
-    samples = [ev for ev in events if ev.kind is EventKind.STACK_SAMPLE]
-    assert samples
-    top = samples[0].stack.frames[0]
-    assert (top.func, top.line, top.file) == ("trio_main", STALL_LINE, __file__)
+    held = planted_stall_samples(events)
+    host = by_label(events, "host")
+    host_loop = {
+        ev.loop
+        for ev in transitions(events)
+        if ev.state_transition.resource.id == host
+        and ev.state_transition.new is CoroState.RUNNING
+    }
+    (held_loop,) = {ev.loop for ev in held}
+    assert held_loop in host_loop
 
 
 # uvloop
