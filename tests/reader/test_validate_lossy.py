@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiotrace
@@ -20,23 +20,37 @@ from aiotrace.reader import (
     validate,
 )
 
-RATE = 300_000
 BUFFER = 2_000_000
+LOSS_STEP = 5_000
+"""Events the tracer must drop while the sink is held, before it takes more."""
+KEPT_BYTES = 1_000_000
+"""Bytes the sink takes at once between two holds."""
 
 
 class SlowFile:
-    """A binary file that takes its writes at about ``rate`` bytes/s until
-    ``fast`` is set, so the tracer's buffer fills now and then, and whole
-    batches are dropped between batches that are kept."""
+    """A binary file that holds each write until the tracer has dropped
+    ``LOSS_STEP`` more events, then takes ``KEPT_BYTES`` at once, until
+    ``fast`` is set: whole batches are dropped between stretches that are
+    kept, however fast the machine runs the program."""
 
-    def __init__(self, path: Path, rate: float) -> None:
+    def __init__(self, path: Path) -> None:
         self._f = path.open("wb")
         self.fast = threading.Event()
-        self.rate = rate
+        self.lost: Callable[[], int] = lambda: 0
+        self._free = 0
 
     def write(self, data: bytes) -> int:
-        if not self.fast.is_set():
-            self.fast.wait(len(data) / self.rate)
+        if self._free <= 0 and not self.fast.is_set():
+            goal = self.lost() + LOSS_STEP
+            deadline = time.monotonic() + 60  # a hang guard, not a condition
+            while (
+                self.lost() < goal
+                and not self.fast.wait(0.01)
+                and time.monotonic() < deadline
+            ):
+                pass
+            self._free = KEPT_BYTES
+        self._free -= len(data)
         return self._f.write(data)
 
     def flush(self) -> None:
@@ -78,9 +92,10 @@ def test_a_lossy_trace_validates_where_the_losses_are_announced(
     buffer: whole batches are dropped and announced; the validator accepts
     the gaps the announcements cover and finds nothing else."""
     path = tmp_path / "lossy.trace"
-    sink = SlowFile(path, RATE)
+    sink = SlowFile(path)
     stop = threading.Event()
     tracer = aiotrace.start(sink, max_buffer_bytes=BUFFER)
+    sink.lost = lambda: tracer.lost_events
     try:
         timer = threading.Thread(
             target=lambda: (
