@@ -119,7 +119,7 @@ def test_report_data_matches_the_trace(rich_trace: Path) -> None:
     assert coro_rows[0]["info"].startswith("held the loop in a stall for")
     assert int(coro_rows[0]["label"].split()[0].removeprefix("C")) in stalled
     main_row = next(r for r in coro_rows if r["label"].endswith(" _main"))
-    assert main_row["info"].startswith("held the loop in a stall for")
+    assert "held the loop in a stall for" in main_row["info"]
     if len(stalled) == 1:
         assert coro_rows[0] is main_row
     assert all(r["info"] for r in coro_rows)

@@ -191,16 +191,22 @@ def test_a_damaged_trace_yields_each_whole_generation_whatever_the_read_size(
     the end of the generation before: with 1 KiB reads as with 64 KiB ones,
     the reader yields every generation before the damaged one, whole, and
     nothing of it, then raises the CRC error naming the damaged frame."""
-    path = tmp_path / "t.trace"
-    with aiotrace.tracing(path):
-        session = _session.current()
-        assert session is not None
-        session.drainer.generation_bytes = 16 << 10
-        asyncio.run(ping_pong())
-    data = path.read_bytes()
-    found = frames(data)
     block = 1 << 16  # the reader's read size, counted from the file's start
-    damaged_gen, batch = pick_damage(found, block)
+    # How the drain thread batches the events decides where frames fall; a
+    # loaded machine can batch so that no frame suits: record again.
+    for attempt in range(5):
+        path = tmp_path / f"t{attempt}.trace"
+        with aiotrace.tracing(path):
+            session = _session.current()
+            assert session is not None
+            session.drainer.generation_bytes = 16 << 10
+            asyncio.run(ping_pong())
+        data = path.read_bytes()
+        picked = pick_damage(frames(data), block)
+        if picked is not None:
+            break
+    assert picked is not None, "no batch shares a read with a generation's end"
+    damaged_gen, batch = picked
     damaged = bytearray(data)
     damaged[(batch[0] + batch[1]) // 2] ^= 0x10
     whole = list(Reader(io.BytesIO(data)))
@@ -216,10 +222,10 @@ def test_a_damaged_trace_yields_each_whole_generation_whatever_the_read_size(
 
 def pick_damage(
     found: list[tuple[int, FrameKind, int]], block: int
-) -> tuple[int, tuple[int, int]]:
+) -> tuple[int, tuple[int, int]] | None:
     """(generation, (offset, end) of a BATCH frame of it) such that the frame
     lies whole in the same ``block``-aligned read as the end of the
-    generation before it."""
+    generation before it; None if no frame does."""
     gen = -1
     prev_end: int | None = None
     for offset, kind, end in found:
@@ -234,4 +240,4 @@ def pick_damage(
             and (prev_end - 1) // block == (end - 1) // block
         ):
             return gen, (offset, end)
-    raise AssertionError("no batch shares a read with a generation's end")
+    return None
