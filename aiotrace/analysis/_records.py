@@ -17,7 +17,8 @@ result does not depend on which one ran (tests compare them).
 
 The reader's internals used here: ``Reader._generations()``, and the
 ``Typer``'s handlers (``_handlers``), thread contexts (``_ctx``), labels
-(``_labels``), stack table (``_stacks``), ``lost_events`` and
+(``_labels``), stack table (``_stacks``), ``lost_events``,
+``_records()`` (a generation's records, sorted) and
 ``_forget_idle_threads()``. Without them (another reader), ``usable``
 says no and the passes read typed Events.
 """
@@ -25,14 +26,11 @@ says no and the passes read typed Events.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from operator import itemgetter
 from typing import Any
 
 from .._format.spec import C
 from ..reader import NO_COROUTINE, NO_LOOP, CoroState, Reader, ResourceKind
 from ..reader._decode import STEP_END, Generation
-
-_by_time = itemgetter(0)
 
 # Wire codes, and a step record's second transition (its code plus STEP_END).
 CREATE = C["CoroCreate"]
@@ -90,6 +88,7 @@ _REQUIRED_TYPER = (
     "_ctx",
     "_labels",
     "_stacks",
+    "_records",
     "_forget_idle_threads",
 )
 
@@ -115,9 +114,7 @@ def generations(reader: Reader) -> Iterator[tuple[Generation, list[tuple[Any, ..
     typer: Any = reader._typer
     for gen in reader._generations():
         typer.lost_events = max(typer.lost_events, gen.lost_events)
-        typer._stacks = gen.stacks
-        recs = gen.records
-        recs.sort(key=_by_time)  # stable, as the Typer sorts
+        recs = typer._records(gen)  # sorted as the Typer sorts, in C if it can
         yield gen, recs
         del recs, gen  # or they stay alive while the next one is decoded
         typer._forget_idle_threads()

@@ -126,23 +126,8 @@ class Typer:
         """Returns the generation's events: its SYNC, then the rest by time."""
         if self._c is None:
             return self._events(gen)
-        self.lost_events = max(self.lost_events, gen.lost_events)
-        sync = _new(
-            Event,
-            (
-                EventKind.SYNC,
-                gen.time,
-                NO_COROUTINE,
-                NO_LOOP,
-                NO_THREAD,
-                NO_STACK,
-                Sync(gen.wall_time_ns, gen.lost_events, gen.number),
-            ),
-        )
-        self._stacks = gen.stacks
-        raw = gen.records
-        if not self._c.sort_by_time(raw):  # a time beyond 64 bits
-            raw.sort(key=_by_time)  # stable: same-time events keep their order
+        sync = self._sync(gen)
+        raw = self._records(gen)
         it: Iterator[Event] = self._c.TypeIter(
             raw,
             self._ctx,
@@ -160,9 +145,24 @@ class Typer:
 
     def _events(self, gen: Generation) -> Iterator[Event]:
         """Yields the generation's events: its SYNC, then the rest by time."""
+        yield self._sync(gen)
+        raw = self._records(gen)
+        handlers = self._handlers
+        ctx = self._ctx
+        for ev in raw:
+            c = ctx.get(ev[1])
+            if c is None:
+                c = ctx[ev[1]] = [NO_LOOP, NO_COROUTINE, []]
+            out = handlers[ev[2]](ev, c)
+            if out is not None:
+                yield out
+        self._forget_idle_threads()
+
+    def _sync(self, gen: Generation) -> Event:
+        """The generation's SYNC event; counts the losses it reports."""
         self.lost_events = max(self.lost_events, gen.lost_events)
         sync = Sync(gen.wall_time_ns, gen.lost_events, gen.number)
-        yield _new(
+        return _new(
             Event,
             (
                 EventKind.SYNC,
@@ -174,19 +174,16 @@ class Typer:
                 sync,
             ),
         )
+
+    def _records(self, gen: Generation) -> list[tuple[Any, ...]]:
+        """Takes the generation's stack table, and returns its records
+        sorted by time (stable: same-time records keep their order)."""
         self._stacks = gen.stacks
         raw = gen.records
-        raw.sort(key=_by_time)  # stable: same-time events keep their order
-        handlers = self._handlers
-        ctx = self._ctx
-        for ev in raw:
-            c = ctx.get(ev[1])
-            if c is None:
-                c = ctx[ev[1]] = [NO_LOOP, NO_COROUTINE, []]
-            out = handlers[ev[2]](ev, c)
-            if out is not None:
-                yield out
-        self._forget_idle_threads()
+        c = self._c
+        if c is None or not c.sort_by_time(raw):  # C: unless a time needs > 64 bits
+            raw.sort(key=_by_time)
+        return raw
 
     def _forget_idle_threads(self) -> None:
         # A thread that runs no loop and no coroutine has the context a new
