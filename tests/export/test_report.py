@@ -37,16 +37,6 @@ def long_trace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
 
 
 @pytest.fixture(scope="module")
-def jitter_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 30-second server trace whose requests vary (seeded): 30,000
-    requests of 115 µs to 1 ms, one a millisecond, nothing planted."""
-    path = tmp_path_factory.mktemp("jitter") / "jitter.trace"
-    write_server_trace(path, jitter=7)
-    assert reader.validate(reader.read_events(path)) == []
-    return path
-
-
-@pytest.fixture(scope="module")
 def long_report(long_trace: tuple[Path, dict[str, int]]) -> dict[str, Any]:
     """The long trace's report data, at the default budget."""
     return build_report_data(long_trace[0])

@@ -391,16 +391,6 @@ def test_search_jumps_to_a_coroutine(
 
 
 @pytest.fixture(scope="module")
-def jitter_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 30-second server trace whose requests vary (seeded): 30,000
-    requests of 115 µs to 1 ms, one a millisecond, nothing planted."""
-    path = tmp_path_factory.mktemp("jitter") / "jitter.trace"
-    write_server_trace(path, jitter=7)
-    assert reader.validate(reader.read_events(path)) == []
-    return path
-
-
-@pytest.fixture(scope="module")
 def jitter_page(
     jitter_trace: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, dict[str, Any]]:
