@@ -121,3 +121,17 @@ def counts(path: Path) -> Counter[str]:
         {ev.task.type for ev in events if ev.kind is EventKind.TASK_BEGIN}
     )
     return c
+
+
+def payload_byte_near(data: bytearray, at: int) -> int:
+    """The offset of a payload byte of the frame holding byte ``at`` (a
+    flipped payload byte is a CRC mismatch; a flipped frame head is not)."""
+    # docs/format.md: a 10-byte header, then frames of
+    # kind:u8 length:u32le crc32:u32le payload[length].
+    pos = 10
+    while True:
+        length = int.from_bytes(data[pos + 1 : pos + 5], "little")
+        end = pos + 9 + length
+        if end > at and length:
+            return pos + 9 + length // 2
+        pos = end

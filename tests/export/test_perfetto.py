@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 from chrome_check import check
-from export_programs import counts
+from export_programs import counts, payload_byte_near
 
 import aiotrace
 from aiotrace import reader
@@ -328,7 +328,7 @@ def test_cli_corrupt_trace(
     """A corrupt trace exports the events before the fault, well formed,
     but the command fails and says where the fault is."""
     data = bytearray(rich_trace.read_bytes())
-    data[_payload_byte_near(data, len(data) // 2)] ^= 0xFF
+    data[payload_byte_near(data, len(data) // 2)] ^= 0xFF
     bad = tmp_path / "bad.trace"
     bad.write_bytes(bytes(data))
     out = tmp_path / "bad.json"
@@ -336,20 +336,6 @@ def test_cli_corrupt_trace(
     err = capsys.readouterr().err
     assert "at byte" in err and "CRC" in err
     assert check(json.loads(out.read_text("utf-8"))) == []
-
-
-def _payload_byte_near(data: bytearray, at: int) -> int:
-    """The offset of a payload byte of the frame holding byte ``at`` (a
-    flipped payload byte is a CRC mismatch; a flipped frame head is not)."""
-    # docs/format.md: a 10-byte header, then frames of
-    # kind:u8 length:u32le crc32:u32le payload[length].
-    pos = 10
-    while True:
-        length = int.from_bytes(data[pos + 1 : pos + 5], "little")
-        end = pos + 9 + length
-        if end > at and length:
-            return pos + 9 + length // 2
-        pos = end
 
 
 def test_cli_refuses_to_overwrite_the_trace(

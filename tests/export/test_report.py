@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from export_programs import counts
+from export_programs import counts, payload_byte_near
 from longtrace import JITTER_BUDGET, decode_index, decode_level, write_server_trace
 
 from aiotrace import analysis, reader
@@ -319,7 +319,7 @@ def test_cli_report_errors(
     assert cli(["report", str(bad), "-o", str(out)]) == 1
     assert f"{bad}: at byte 0" in capsys.readouterr().err
     data = bytearray(rich_trace.read_bytes())
-    data[len(data) // 2] ^= 0xFF
+    data[payload_byte_near(data, len(data) // 2)] ^= 0xFF
     bad.write_bytes(bytes(data))
     assert cli(["report", str(bad), "-o", str(out)]) == 1
     assert "CRC" in capsys.readouterr().err
