@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 import aiotrace
 from aiotrace._context import current_task_var, regions_var
@@ -19,6 +20,16 @@ def pytest_configure(config: pytest.Config) -> None:
     with SIGINT would never see it (they hang until the tests time out)."""
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+# Hypothesis's deadline and its too_slow health check time each example by
+# the wall clock: on a busy machine a descheduled example fails them (as
+# "Unreliable test timings" or "too slow"), which says nothing about the
+# code. The tests' own bounds are pytest-timeout's 120 s.
+settings.register_profile(
+    "aiotrace", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("aiotrace")
 
 
 @pytest.fixture(autouse=True)
