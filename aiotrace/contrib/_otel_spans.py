@@ -100,7 +100,7 @@ class _Open:
 class _Wait:
     """A wait of one asyncio task that the poller is watching."""
 
-    __slots__ = ("attrs", "since", "waiter")
+    __slots__ = ("attrs", "since", "until", "waiter")
 
     def __init__(self, waiter: Any, since: int) -> None:
         try:
@@ -108,6 +108,7 @@ class _Wait:
         except TypeError:  # a future type without weak references
             self.waiter = lambda: None  # seen anew each look: never long
         self.since = since
+        self.until = 0  # set when a look finds it over
         self.attrs: dict[str, Any] | None = None  # set once it is long
 
 
@@ -182,11 +183,28 @@ class Processor(SpanProcessor):
                 (_LOG, now, task_id, SPAN_ID, format(ctx.span_id, "016x"), None),
             )
         )
+        if self._waits and task is not None:
+            self._flush_wait(task)
         entry = _Open(span, mark, task, hooks)
         if hooks is not None and entry.task is not None:
             ts = getattr(hooks.local, "ts", None)
             entry.cid = cid or (ts.cur if ts is not None else 0)
         self._spans[ctx.span_id] = entry
+
+    def _flush_wait(self, task: Any) -> None:
+        """A long wait of ``task`` that the poller saw end goes to the span
+        it waited in, the task's innermost open one, before a span inside it
+        begins (the task runs: that span is open)."""
+        wait = self._waits.get(id(task))
+        if wait is None or not wait.until or wait.attrs is None:
+            return
+        self._waits.pop(id(task), None)
+        for entry in reversed(list(self._spans.values())):
+            if entry.task is not None and entry.task() is task:
+                span = entry.span()
+                if span is not None:
+                    _add(span, WAIT_EVENT, wait.since, wait.until, wait.attrs)
+                return
 
     def _on_ending(self, span: Span) -> None:
         """Adds a stall going on, or a long wait just over, to the ending span."""
@@ -203,11 +221,12 @@ class Processor(SpanProcessor):
         now = _clock()
         if self._waits and entry.task is not None:
             key = id(entry.task())
-            wait = self._waits.get(key)
+            wait = self._waits.pop(key, None)
             if wait is not None and wait.attrs is not None:
-                # The task runs, so the wait the poller saw is over.
-                self._waits.pop(key, None)
-                _add(span, WAIT_EVENT, wait.since, now, wait.attrs, ended=True)
+                # The task runs, so the wait the poller saw is over (when
+                # the poller saw it end, or now).
+                until = wait.until or now
+                _add(span, WAIT_EVENT, wait.since, until, wait.attrs, ended=True)
         ts = getattr(hooks.local, "ts", None)
         if ts is None:
             return
@@ -297,15 +316,22 @@ class Processor(SpanProcessor):
         wait = waits.get(key)
         if waiter is not None and not waiter.done():
             if wait is None or wait.waiter() is not waiter:
+                # A new wait: the task is suspended inside the span, so a
+                # long wait before it goes to the span now.
                 if wait is not None and wait.attrs is not None:
-                    _add(span, WAIT_EVENT, wait.since, now, wait.attrs)
+                    _add(span, WAIT_EVENT, wait.since, wait.until or now, wait.attrs)
                 waits[key] = _Wait(waiter, now)
             elif wait.attrs is None and now - wait.since >= (self._wait_ns or 0):
                 wait.attrs = self._describe(task, waiter)
         elif wait is not None:
-            del waits[key]
-            if wait.attrs is not None:
-                _add(span, WAIT_EVENT, wait.since, now, wait.attrs)
+            if wait.attrs is None:
+                waits.pop(key, None)
+            elif not wait.until:
+                # Over, and the task may be ending its span on the loop
+                # thread right now: adding the event from here could miss
+                # the span. The span's end (_ending) or the task's next
+                # long wait adds it, with this end.
+                wait.until = now
 
     def _describe(self, task: Any, waiter: Any) -> dict[str, Any]:
         if self._classifier is None:

@@ -31,7 +31,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import aiotrace
 from aiotrace import _session, _stall
@@ -424,6 +425,64 @@ def test_long_wait_becomes_a_span_event(
     assert attrs["code.filepath"] == __file__
     assert attrs["code.lineno"] == _line("PLANTED-WAIT")
     assert attrs["aiotrace.duration_s"] >= 0.02
+
+
+def test_long_wait_the_poller_saw_end_stays_with_its_span(tmp_path: Path) -> None:
+    """A long wait that ends while its task's span goes on is added to that
+    span, with the end the poller saw: not to a span the task begins after
+    it, and not lost when the span ends right after (the poller, on the
+    watchdog thread, never adds to a span that may be ending)."""
+    provider = TracerProvider()
+    spans = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracer = provider.get_tracer("t")
+    inst = aotel.instrument(provider, metrics=False, wait_threshold=0.02)
+    waits = inst._processor._waits
+
+    def over() -> bool:
+        return any(w.until for w in list(waits.values()))
+
+    async def main() -> None:
+        released = asyncio.Event()
+
+        async def release() -> None:
+            while not _long_wait_seen(inst):
+                await asyncio.sleep(0.005)
+            released.set()
+
+        releaser = asyncio.create_task(release())
+        for name in ("outer", "ending"):
+            released.clear()
+            with tracer.start_as_current_span(name):
+                await released.wait()  # WAIT-IN-SPAN
+                # Running, not waiting: the loop is held until the poller
+                # has seen the wait end (a step of the poll interval or so).
+                while not over():
+                    time.sleep(0.001)
+                if name == "outer":
+                    with tracer.start_as_current_span("inner"):
+                        pass
+            if name == "outer":
+                releaser = asyncio.create_task(release())
+        await releaser
+
+    try:
+        with aiotrace.tracing(tmp_path / "w.trace", stall_threshold=60):
+            asyncio.run(main())
+    finally:
+        inst.uninstall()
+    assert validate(read_events(tmp_path / "w.trace")) == []
+    by_name = {s.name: s for s in spans.get_finished_spans()}
+    assert sorted(by_name) == ["ending", "inner", "outer"]
+    assert not [e for e in by_name["inner"].events if e.name == "aiotrace.long_wait"]
+    for name in ("outer", "ending"):
+        (wait,) = [e for e in by_name[name].events if e.name == "aiotrace.long_wait"]
+        assert wait.attributes is not None
+        assert wait.attributes["aiotrace.reason"] == "event"
+        assert wait.attributes["code.lineno"] == _line("WAIT-IN-SPAN")
+        assert wait.attributes["aiotrace.duration_s"] >= 0.02  # type: ignore[operator]
+        assert by_name[name].start_time <= wait.timestamp  # type: ignore[operator]
+    assert not waits
 
 
 def _metric(receiver: Receiver, name: str) -> list[Any]:
