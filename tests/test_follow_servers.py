@@ -86,18 +86,20 @@ def test_workers_each_write_a_trace(tmp_path: Path, name: str) -> None:
         text=True,
     )
     try:
+        # Until both workers have answered (at least 20 requests in all):
+        # a worker stopped while it boots, before it sets its own signal
+        # handlers, ignores the stop (gunicorn's inherited handler only
+        # queues it for the master) and is killed after the graceful
+        # timeout, its trace cut short.
         served: dict[int, int] = {}
         deadline = time.monotonic() + 60  # a bound on start-up, not a measure
-        while not served and time.monotonic() < deadline:
+        while len(served) < 2 or sum(served.values()) < 20:
+            assert time.monotonic() < deadline, f"workers that answered: {served}"
             pid = _get(port)
             if pid is None:
+                assert not served, "a request failed once the server answered"
                 time.sleep(0.1)
                 continue
-            served[pid] = 1
-        assert served, "the server never answered"
-        for _ in range(19):
-            pid = _get(port)
-            assert pid is not None
             served[pid] = served.get(pid, 0) + 1
         server.send_signal(stop)
         _, err = server.communicate(timeout=60)
@@ -118,4 +120,4 @@ def test_workers_each_write_a_trace(tmp_path: Path, name: str) -> None:
         assert summary.truncated is None
         got = summary.regions["request"].count if "request" in summary.regions else 0
         assert got == served.get(pid, 0), (f, served)
-    assert sum(served.values()) == 20
+    assert len(served) == 2
