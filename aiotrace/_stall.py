@@ -81,7 +81,8 @@ STALL_RUNQUEUE: Final = "/loop/stall/runqueue:seconds"
 a CPU (descheduled by the OS) over the measured part of the stall."""
 STALL_MEASURED: Final = "/loop/stall/measured:seconds"
 """Metric (as STALL_CPU): the wall time the two figures above cover: from
-the watchdog's first reading in the step to the stall's end."""
+the watchdog's first reading in the step to the loop thread's reading at
+the stall's end. The run-queue wait is at most this."""
 
 _RANGE_BEGIN = C["RangeBegin"]
 _RANGE_END = C["RangeEnd"]
@@ -288,12 +289,20 @@ class Watchdog:
             if reading is not None:
                 cpu = _schedstat(ts.native)
                 if cpu is not None:
+                    # The time after the read: a wait for a CPU between the
+                    # step's end and the read is in the figures, so it is
+                    # in the time measured too.
                     _, t, cpu0, wait0 = reading
+                    measured = max(0, clock() - t)
+                    # Linux adds a wait when it ends: one going on at the
+                    # first reading is counted whole, from before it. The
+                    # wait is at most the time measured.
+                    waited = min(max(0, cpu[1] - wait0), measured)
                     ts.events.extend(
                         (
                             (_METRIC, t1, STALL_CPU, max(0, cpu[0] - cpu0) / 1e9),
-                            (_METRIC, t1, STALL_RUNQUEUE, max(0, cpu[1] - wait0) / 1e9),
-                            (_METRIC, t1, STALL_MEASURED, max(0, t1 - t) / 1e9),
+                            (_METRIC, t1, STALL_RUNQUEUE, waited / 1e9),
+                            (_METRIC, t1, STALL_MEASURED, measured / 1e9),
                         )
                     )
             ts.events.append((_RANGE_END, t1, STALL, _LOOP, ts.loop, None))

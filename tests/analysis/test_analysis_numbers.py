@@ -222,7 +222,7 @@ def test_a_stall_the_os_caused_says_so(
     x = max(stalls, key=lambda x: x.duration_ns)
     assert x.descheduled, (x.cpu_ns, x.runqueue_ns, x.measured_ns)
     assert x.runqueue_ns is not None and x.measured_ns is not None
-    assert x.runqueue_ns <= x.measured_ns * 1.05
+    assert x.runqueue_ns <= x.measured_ns  # a wait going on at the first reading is cut
     assert x.measured_ns >= 0.5 * x.duration_ns
     out = aiotrace_cli("stalls", str(path)).stdout
     assert "the OS did not run it" in out
