@@ -128,6 +128,7 @@ class Processor(SpanProcessor):
         )
         self._next_poll = 0
         self._classifier: Classifier | None = None
+        self._lock = threading.Lock()  # who adds a wait that is over
 
     # SpanProcessor.
 
@@ -183,28 +184,11 @@ class Processor(SpanProcessor):
                 (_LOG, now, task_id, SPAN_ID, format(ctx.span_id, "016x"), None),
             )
         )
-        if self._waits and task is not None:
-            self._flush_wait(task)
         entry = _Open(span, mark, task, hooks)
         if hooks is not None and entry.task is not None:
             ts = getattr(hooks.local, "ts", None)
             entry.cid = cid or (ts.cur if ts is not None else 0)
         self._spans[ctx.span_id] = entry
-
-    def _flush_wait(self, task: Any) -> None:
-        """A long wait of ``task`` that the poller saw end goes to the span
-        it waited in, the task's innermost open one, before a span inside it
-        begins (the task runs: that span is open)."""
-        wait = self._waits.get(id(task))
-        if wait is None or not wait.until or wait.attrs is None:
-            return
-        self._waits.pop(id(task), None)
-        for entry in reversed(list(self._spans.values())):
-            if entry.task is not None and entry.task() is task:
-                span = entry.span()
-                if span is not None:
-                    _add(span, WAIT_EVENT, wait.since, wait.until, wait.attrs)
-                return
 
     def _on_ending(self, span: Span) -> None:
         """Adds a stall going on, or a long wait just over, to the ending span."""
@@ -221,7 +205,8 @@ class Processor(SpanProcessor):
         now = _clock()
         if self._waits and entry.task is not None:
             key = id(entry.task())
-            wait = self._waits.pop(key, None)
+            with self._lock:  # against the poller adding it meanwhile
+                wait = self._waits.pop(key, None)
             if wait is not None and wait.attrs is not None:
                 # The task runs, so the wait the poller saw is over (when
                 # the poller saw it end, or now).
@@ -327,11 +312,15 @@ class Processor(SpanProcessor):
             if wait.attrs is None:
                 waits.pop(key, None)
             elif not wait.until:
-                # Over, and the task may be ending its span on the loop
-                # thread right now: adding the event from here could miss
-                # the span. The span's end (_ending) or the task's next
-                # long wait adds it, with this end.
+                # Over. Added here unless the span is ending (on the loop
+                # thread, maybe right now): then _ending adds it, with this
+                # end. The lock keeps the two from both adding it.
                 wait.until = now
+                with self._lock:
+                    if waits.get(key) is wait and _add(
+                        span, WAIT_EVENT, wait.since, now, wait.attrs, unless_ended=True
+                    ):
+                        del waits[key]
 
     def _describe(self, task: Any, waiter: Any) -> dict[str, Any]:
         if self._classifier is None:
@@ -393,11 +382,13 @@ def _add(
     attrs: dict[str, Any],
     *,
     ended: bool = False,
-) -> None:
+    unless_ended: bool = False,
+) -> bool:
     """Adds an event that began at trace clock ``t0`` (or when the span
-    began, if later) and lasted to ``t1``.
+    began, if later) and lasted to ``t1``; returns whether it did.
 
     ``ended``: the span is ending (``_on_ending``), past ``add_event``'s check.
+    ``unless_ended``: from another thread, which the span's end may race.
     """
     attrs = {**attrs, "aiotrace.duration_s": (t1 - t0) / 1e9}
     wall = time.time_ns() - (_clock() - t0)
@@ -406,15 +397,20 @@ def _add(
     start = span.start_time
     if start is not None and wall < start:
         wall = start
-    if not ended:
+    if not ended and not unless_ended:
         if span.is_recording():
             span.add_event(name, attrs, timestamp=wall)
-        return
-    # The span's end time is set but its readable copy is not made yet:
-    # the one place an event can still join it. Private, so guarded.
+        return True
+    # Ending: the span's end time is set but its readable copy is not made
+    # yet, the one place an event can still join it. Unless ended: the end
+    # time is set under this lock, so an event joins before it or not at
+    # all. Private, so guarded.
     event = Event(name=name, attributes=attrs, timestamp=wall)
     with span._lock:
+        if unless_ended and span._end_time is not None:
+            return False
         span._events.append(event)  # type: ignore[attr-defined]
+    return True
 
 
 def _frame_attrs(stack: Any) -> dict[str, Any]:
