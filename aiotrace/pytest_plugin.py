@@ -426,6 +426,7 @@ def _section(capture: CapturedTrace, failed: list[pytest.TestReport]) -> str:
         text = report_section(
             where, capture.stalls(), threshold=capture.stall_threshold
         )
+        text = _findings(capture) + text
     except Exception as exc:
         text = f"trace: {where}\ncould not read it: {type(exc).__name__}: {exc}"
     if any("tracing is already on" in r.longreprtext for r in failed):
@@ -434,6 +435,13 @@ def _section(capture: CapturedTrace, failed: list[pytest.TestReport]) -> str:
             "one aiotrace records for it: mark it @pytest.mark.aiotrace(off=True)"
         )
     return text
+
+
+def _findings(capture: CapturedTrace) -> str:
+    """The trace's findings, for a failing test's section."""
+    from .analysis import diagnose, format_findings
+
+    return format_findings(diagnose(capture.events()), top=5)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -271,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
         interrupted = True
     try:
         if recording.finish() and not args.quiet:
-            print(recording.summary(), file=sys.stderr)
+            print(recording.summary(with_findings=True), file=sys.stderr)
             children = _children_summary(path, started_ns) if follow else None
             if children:
                 print(children, file=sys.stderr)
@@ -324,8 +325,9 @@ class _Recording:
         with contextlib.suppress(OSError):
             os.unlink(self.path)
 
-    def summary(self) -> str:
-        """The exit summary, from what was followed while tracing."""
+    def summary(self, *, with_findings: bool = False) -> str:
+        """The exit summary, from what was followed while tracing; with the
+        trace's findings first if ``with_findings`` and the file is whole."""
         from .._run_summary import summary
 
         events, lost, written = self.counts()
@@ -346,6 +348,11 @@ class _Recording:
                 f"{self.args.flight_max_mib:g} MiB, {written:,} bytes written); "
                 "the figures below cover the whole run\n" + text
             )
+        if with_findings and changed is None:
+            found = _findings(self.path, written)
+            if found:
+                first, _, rest = text.partition("\n")
+                text = f"{first}\n{found}" + (f"\n{rest}" if rest else "")
         return text
 
     def interrupted(self) -> str:
@@ -387,6 +394,26 @@ def _children_summary(path: str, since_ns: int) -> str | None:
         + f"\n  all together: aiotrace stats {path} {_pattern(path)}"
         + note
     )
+
+
+FINDINGS_MAX_BYTES = 16 << 20
+"""The largest trace whose findings ``aiotrace run`` works out at exit; a
+larger one gets a pointer to ``aiotrace stats``, which has them."""
+
+
+def _findings(path: str, written: int) -> str:
+    """The findings of the trace in ``path``, as the exit summary shows them."""
+    q = shlex.quote(path)
+    if written > FINDINGS_MAX_BYTES:
+        return f"aiotrace: findings: see `aiotrace stats {q}` (a large trace)"
+    from ..analysis import diagnose, format_findings
+    from ..reader import TraceError
+
+    try:
+        diagnosis = diagnose(path)
+    except (OSError, TraceError) as exc:
+        return f"aiotrace: no findings: the trace could not be read back ({exc})"
+    return format_findings(diagnosis, top=5, prefix="aiotrace: ").rstrip("\n")
 
 
 def _size(path: str) -> int | None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ._common import positive, read_trace, report_truncated
 
 if TYPE_CHECKING:
-    from ..analysis import ProcessesSummary, Summary
+    from ..analysis import Diagnosis, ProcessesSummary, Summary
 
 HELP = "summarise a trace: tasks, regions, coroutines, loops, stalls"
 ORDER = 20
@@ -33,6 +33,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="coroutine groups and stalls to list (default 10)",
     )
+    p.add_argument(
+        "--findings",
+        type=positive,
+        default=5,
+        metavar="N",
+        help="findings to list first, by time lost (default 5)",
+    )
 
 
 def load(file: str) -> tuple[Summary | None, int]:
@@ -49,6 +56,33 @@ def load(file: str) -> tuple[Summary | None, int]:
     if summary is None:
         return None, 1
     return summary, 1 if summary.truncated else 0
+
+
+def load_with_findings(file: str) -> tuple[Summary | None, Diagnosis | None, int]:
+    """As ``load``, with the trace's findings (``analysis.diagnose``): two
+    passes over the file (stdin is read into memory first)."""
+    import io
+
+    from ..analysis import analyze, diagnose
+
+    def both(source: object, progress: object) -> tuple[Summary, Diagnosis]:
+        if not (isinstance(source, str) and os.path.isfile(source)):
+            # stdin or a pipe: read once, into memory, for both passes.
+            if isinstance(source, str):
+                with open(source, "rb") as f:
+                    source = io.BytesIO(f.read())
+            else:
+                source = io.BytesIO(source.read())  # type: ignore[attr-defined]
+        summary = analyze(source, progress=progress)  # type: ignore[arg-type]
+        if isinstance(source, io.BytesIO):
+            source.seek(0)
+        return summary, diagnose(source, progress=progress)  # type: ignore[arg-type]
+
+    got = read_trace(file, both)
+    if got is None:
+        return None, None, 1
+    summary, diagnosis = got
+    return summary, diagnosis, 1 if summary.truncated else 0
 
 
 def load_many(files: list[str]) -> tuple[ProcessesSummary | None, int]:
@@ -92,19 +126,23 @@ def skip_empty(files: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis import format_summary
+    from ..analysis import format_findings, format_sections, format_summary
 
     if len(args.file) > 1:
         return _run_many(args)
     args.file = args.file[0]
-    summary, status = load(args.file)
-    if summary is None:
+    summary, diagnosis, status = load_with_findings(args.file)
+    if summary is None or diagnosis is None:
         return status
     if args.json:
-        json.dump(summary.to_dict(), sys.stdout, indent=1)
+        out = summary.to_dict()
+        out.update(diagnosis.to_dict())
+        json.dump(out, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
+        sys.stdout.write(format_findings(diagnosis, top=args.findings) + "\n")
         sys.stdout.write(format_summary(summary, top=args.top))
+        sys.stdout.write(format_sections(diagnosis))
     report_truncated(args.file, summary.truncated)
     return status
 

@@ -54,6 +54,10 @@ _LOOP_IDLE = C["LoopIdle"]
 _LOOP_RUN = C["LoopRun"]
 _RANGE_BEGIN = C["RangeBegin"]
 _RANGE_END = C["RangeEnd"]
+_METRIC = C["Metric"]
+EXECUTOR_QUEUED: Final = "/executor/queued:seconds"
+"""The metric an executor call's worker records as the call begins: how
+long the call waited for a worker since ``run_in_executor`` submitted it."""
 _COROUTINE = ResourceKind.COROUTINE
 _THREAD = ResourceKind.THREAD
 
@@ -255,12 +259,17 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
             ts: ThreadState | None = local.ts
         except AttributeError:
             ts = None
-        if ts is None or ts.ident != loop._thread_id:
+        owner = loop._thread_id
+        if ts is None or (owner is not None and ts.ident != owner):
             events_ = h.rec.events()
             reason = "thread"
         else:
             events_ = ts.events
-            if fut.cancelled() and not isinstance(fut, TASK_TYPES):
+            if owner is None and not ts.cur and ts.handle is None:
+                # The loop is not running: its runner (asyncio.run cancelling
+                # what is left at shutdown) woke it, on the loop's thread.
+                reason = "loop"
+            elif fut.cancelled() and not isinstance(fut, TASK_TYPES):
                 reason = "cancel"
             elif ts.cur:
                 reason = "coroutine"
@@ -540,19 +549,27 @@ class _ExecutorCall:
     """_ExecutorCall runs a function in an executor thread inside an
     "executor" range on that thread."""
 
-    __slots__ = ("_func", "_h", "_where")
+    __slots__ = ("_func", "_h", "_submitted", "_where")
 
     def __init__(self, h: Hooks, func: Callable[..., Any]) -> None:
         self._h = h
         self._func = func
         self._where = _where(func)
+        self._submitted = clock()
 
     def __call__(self, *args: Any) -> Any:
         h = self._h
         try:
             ts = h.thread_state()
-            ts.events.append(
-                (_RANGE_BEGIN, clock(), "executor", _THREAD, ts.native, self._where)
+            now = clock()
+            # The time queued, as a metric just before the range: the
+            # awaiting coroutine's wait cannot tell it when the future is
+            # gathered, and cannot tell which worker took which call.
+            ts.events.extend(
+                (
+                    (_METRIC, now, EXECUTOR_QUEUED, (now - self._submitted) / 1e9),
+                    (_RANGE_BEGIN, now, "executor", _THREAD, ts.native, self._where),
+                )
             )
         except Exception as exc:
             h.fail("run_in_executor", exc)

@@ -197,6 +197,9 @@ class Classifier:
         # threads: the reference tells a reused id apart without keeping the
         # callback (and what it is bound to) alive.
         self._from_thread: dict[int, weakref.ref[Any]] = {}
+        # (library code, caller code, offset) -> a wait site's stack.
+        self._sites: dict[tuple[Any, Any, int], Any] = {}
+        self._library: dict[Any, bool] = {}  # code -> is it asyncio's or anyio's
 
     def from_thread(self, callback: Any) -> None:
         """Notes that ``callback`` is about to be queued by call_soon_threadsafe.
@@ -220,12 +223,23 @@ class Classifier:
         ``waiter``.
 
         The stack is the await chain, innermost first, as (code, lasti)
-        frames; None unless scheduler stacks are on.
+        frames, when scheduler stacks are on. When they are off it is the
+        wait's site: the library function that names the reason (such as
+        ``Queue.put``) and the frame that awaits it, with its line, or the
+        innermost frame of the chain when no library function names it.
+        That tells a queue's ``put`` from its ``get`` and one lock from
+        another for ``aiotrace stats``' findings, for one frame object read.
         """
         reasons = self._reasons
         found: str | None = None
         frames: list[tuple[Any, int]] | None = [] if self._stacks else None
         x = coro
+        chain: list[Any] = []  # the coroutines walked before the reason's
+        site_code: Any = None
+        site_caller: Any = None
+        weak: tuple[Any, Any, Any] | None = None
+        code: Any = None
+        last: Any = None
         for _ in range(64):
             code = getattr(x, "cr_code", None)
             if code is not None:
@@ -237,11 +251,25 @@ class Classifier:
                 nxt = x.gi_yieldfrom
             if found is None:
                 found = reasons[code]
+                if found is not None:
+                    site_code = code
+                    site_caller = self._caller(chain)
+                    if found is COROUTINE and code.co_name == "wait_for":
+                        # wait_for(x, t) awaits x inline (3.12+): what x
+                        # waits for, if known, says more than "coroutine".
+                        weak = (found, site_code, site_caller)
+                        found = None
+                        chain.append(x)
+                else:
+                    chain.append(x)
             if frames is not None:
                 frame = getattr(x, "cr_frame", None) or getattr(x, "gi_frame", None)
                 if frame is not None:
                     frames.append((code, frame.f_lasti))
+            last = x
             x = nxt
+        if found is None and weak is not None:
+            found, site_code, site_caller = weak
         if found is None:
             wtype = type(waiter)
             if wtype is self._gathering:
@@ -250,10 +278,59 @@ class Classifier:
                 found = COROUTINE
             else:
                 found = getattr(waiter, "_aiotrace_reason", FUTURE)
-        if frames:
-            frames.reverse()
-            return found, tuple(frames)
+        if frames is not None:
+            if frames:
+                frames.reverse()
+                return found, tuple(frames)
+            return found, None
+        if site_code is not None:
+            return found, self._site(site_code, site_caller)
+        if last is not None:
+            return found, self._site(None, last)
         return found, None
+
+    def _caller(self, chain: list[Any]) -> Any:
+        """The innermost coroutine of ``chain`` that is not library code
+        (asyncio's or anyio's, such as ``Lock.__aenter__``), or None."""
+        library = self._library
+        for x in reversed(chain):
+            code = getattr(x, "cr_code", None) or getattr(x, "gi_code", None)
+            lib = library.get(code)
+            if lib is None and code is not None:
+                file = code.co_filename.replace(os.sep, "/")
+                lib = library[code] = any(d in file for d in _LIBRARY_DIRS)
+                if len(library) >= SITES_MAX:
+                    library.clear()
+            if not lib:
+                return x
+        return chain[-1] if chain else None
+
+    def _site(self, lib: Any, caller: Any) -> Any:
+        """The stack of a wait's site: ``lib``'s code (or None) and the frame
+        of the coroutine ``caller`` at the line it awaits, innermost first.
+        Stacks are cached, so a site's stack is the same tuple each time."""
+        lasti = -1
+        code: Any = None
+        if caller is not None:
+            code = getattr(caller, "cr_code", None) or getattr(caller, "gi_code", None)
+            frame = getattr(caller, "cr_frame", None) or getattr(
+                caller, "gi_frame", None
+            )
+            if frame is not None:
+                lasti = frame.f_lasti
+        key = (lib, code, lasti)
+        sites = self._sites
+        stack = sites.get(key)
+        if stack is None:
+            if len(sites) >= SITES_MAX:
+                sites.clear()  # code made at run time, over and over
+            frames: list[tuple[Any, int]] = []
+            if lib is not None:
+                frames.append((lib, 0))
+            if code is not None:
+                frames.append((code, lasti))
+            stack = sites[key] = tuple(frames) or None
+        return stack
 
     def waker(self, handle: Any) -> str:
         """Names the loop callback ``handle`` as a waker: timer, io or its name."""
@@ -275,6 +352,12 @@ class Classifier:
             name = wakers[key] = _waker_name(cb)
         return name
 
+
+_LIBRARY_DIRS = ("/asyncio/", "/anyio/")
+"""Where the library code that a wait's site looks past lives."""
+
+SITES_MAX = 4096
+"""Most wait sites' stacks cached; the cache starts over past this."""
 
 FROM_THREAD_MAX = 1024
 """Most callbacks queued from other threads remembered at once."""

@@ -9,11 +9,21 @@ stalls with their folded stack samples, and lost events. This is
 blocking profiles, for asyncio. ``profile(source, kind)`` gives block,
 scheduler-latency, execution and stall time by stack (folded stacks for
 flame graphs, or a text top table). ``analyze_processes(paths)`` analyses
-several processes' traces on one timeline, each and in total. Importing
+several processes' traces on one timeline, each and in total.
+``diagnose(source)`` says what is wrong: findings ranked by time lost (a
+blocking call, a contended lock, a slow consumer, pending work, a lost
+wakeup, a starved executor, GC pressure, a slow route), each naming the
+culprit's function and line. Importing
 ``aiotrace`` does not import it.
 """
 
 from ._coro import CoroGroup as CoroGroup
+from ._diagnose import diagnose as diagnose
+from ._findings import Diagnosis as Diagnosis
+from ._findings import Finding as Finding
+from ._findings import Section as Section
+from ._findings import format_findings as format_findings
+from ._findings import format_sections as format_sections
 from ._dist import Distribution as Distribution
 from ._format import format_duration as format_duration
 from ._format import format_stalls as format_stalls
@@ -33,6 +43,12 @@ from ._summary import analyze as analyze
 
 __all__ = (
     "CoroGroup",
+    "Diagnosis",
+    "Finding",
+    "Section",
+    "diagnose",
+    "format_findings",
+    "format_sections",
     "Distribution",
     "LoopUsage",
     "ProcessTrace",

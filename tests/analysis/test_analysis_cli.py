@@ -51,7 +51,9 @@ def test_stats_json_agrees_with_text(trace: Path) -> None:
     r = aiotrace_cli("stats", "--json", str(trace))
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
+    findings = {"findings": doc.pop("findings"), "sections": doc.pop("sections")}
     assert doc == json.loads(json.dumps(analysis.analyze(trace).to_dict()))
+    assert findings == json.loads(json.dumps(analysis.diagnose(trace).to_dict()))
     job = doc["tasks"]["job"]
     assert job["count"] == sc.JOBS
     text = aiotrace_cli("stats", "--top", "50", str(trace)).stdout

@@ -556,9 +556,10 @@ def test_block_stacks_records_the_await_stack_of_every_wait(trace_path: Path) ->
             assert ev.stack == ev.state_transition.stack
 
 
-def test_without_block_stacks_waits_have_no_stack(trace_path: Path) -> None:
-    """By default (block_stacks=False) waits record no stack; creation stacks
-    are still recorded."""
+def test_without_block_stacks_waits_record_their_site(trace_path: Path) -> None:
+    """By default (block_stacks=False) a wait records only its site: the
+    library function that names its reason and the program's frame that
+    awaits it, at its line; creation stacks are still recorded."""
     _, trace = trace_program(trace_path, stacked_main)
     waits = [
         ev
@@ -566,7 +567,15 @@ def test_without_block_stacks_waits_have_no_stack(trace_path: Path) -> None:
         if ev.state_transition.new is CoroState.WAITING
     ]
     assert waits
-    assert all(not ev.state_transition.stack and not ev.stack for ev in waits)
+    assert all(len(ev.state_transition.stack.frames) <= 2 for ev in waits)
+    sites = {ev.state_transition.stack.frames for ev in waits}
+    here = stacked_main.__qualname__
+    get = [s for s in sites if s and s[0].func == "Queue.get"]
+    assert get and get[0][1:] == (
+        StackFrame(here, __file__, marker_line(stacked_main, "get")),
+    ), sites
+    inner_sleep = [s for s in sites if s and s[-1].func == inner.__qualname__]
+    assert inner_sleep and inner_sleep[0][0].func == "sleep", sites
     assert trace.creation(trace.one(outer.__qualname__)).stack
 
 
