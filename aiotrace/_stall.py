@@ -7,6 +7,13 @@ stall. The loop hooks publish, per thread, when the running step began
 - With ``EARLY_SAMPLES`` (off), a step older than half the threshold is
   sampled at each look, provisionally, and the samples go with the stall
   if it becomes one.
+- A step older than ``LONG_STEP`` of the threshold (20 ms for the default
+  0.1 s) is a long step: it is sampled once per look, and the samples go
+  into the trace at once. So a step that blocks for less than the
+  threshold (10 steps of 50 ms, each no stall) still has the line where
+  its time went; only long steps pay for it. A long step whose thread
+  waited for a CPU half the time since the watchdog's first reading in it
+  (Linux) is not sampled: the OS made it long, not its line.
 - A step older than the threshold is a stall: the watchdog records a "loop
   stall" range that begins at the step's start, then one sample every
   ``STALL_TICK`` for as long as the stall lasts.
@@ -62,6 +69,12 @@ EARLY_SAMPLES: Final = False
 threshold), to cover a stall from its start. Off: taking a frame sample of
 a step makes frame objects (3.11), which changed when objects are freed in
 anyio's refcycle tests under tracing; only stalls pay for that."""
+
+LONG_STEP: Final = 0.2
+"""The share of the stall threshold past which a step is a long step, and
+is sampled at each look (``TICK``) until it ends or is a stall. A sample
+makes frame objects (3.11) and walks the stack (tens of microseconds): a
+cost only steps this long pay, once per 10 ms."""
 
 STALL: Final = "loop stall"
 """The name of the stall range."""
@@ -127,6 +140,11 @@ class Watchdog:
         self._early_ns = (
             max(_TICK_NS, hooks.stall_ns // 2) if EARLY_SAMPLES else 1 << 62
         )
+        self._long_ns = (
+            max(1, int(hooks.stall_ns * LONG_STEP))
+            if hooks.stall_ns < (1 << 62)
+            else 1 << 62
+        )
         self._thread = threading.Thread(
             target=self._run, name="aiotrace-watchdog", daemon=True
         )
@@ -172,6 +190,8 @@ class Watchdog:
                                 wait = STALL_TICK
                             elif age > self._early_ns:
                                 self._early_sample(ts, t0, now)
+                            elif age > self._long_ns:
+                                self._long_sample(ts, t0)
                         reading = self._cpu.get(ts.ident)
                         if reading is None or not t0 or reading[0] != t0:
                             self._read_cpu(ts, t0, now)
@@ -190,20 +210,29 @@ class Watchdog:
         """Reads the CPU time and run-queue wait of ``ts``'s thread (Linux):
         from its own thread, while it runs a step (or between steps), so
         that a stall's end can tell how much of it the OS ran the thread."""
+        fields = self._stat(ts)
+        if fields is None:
+            self._cpu.pop(ts.ident, None)
+            return
+        before = self._cpu.get(ts.ident)
+        if before is not None:
+            self._cpu_before[ts.ident] = before
+        self._cpu[ts.ident] = (t0, now, fields[0], fields[1])
+
+    def _stat(self, ts: ThreadState) -> tuple[int, int] | None:
+        """The CPU time and run-queue wait of ``ts``'s thread so far (Linux),
+        from a file kept open, or None."""
         fd = self._schedstat.get(ts.native)
         try:
             if fd is None:
                 fd = os.open(f"/proc/self/task/{ts.native}/schedstat", os.O_RDONLY)
                 self._schedstat[ts.native] = fd
             fields = os.pread(fd, 128, 0).split()
-            before = self._cpu.get(ts.ident)
-            if before is not None:
-                self._cpu_before[ts.ident] = before
-            self._cpu[ts.ident] = (t0, now, int(fields[0]), int(fields[1]))
+            return int(fields[0]), int(fields[1])
         except (OSError, ValueError, IndexError):
             if fd is not None:  # the thread is gone
                 os.close(self._schedstat.pop(ts.native))
-            self._cpu.pop(ts.ident, None)
+            return None
 
     def _sample(self, ts: ThreadState) -> tuple[Any, ...] | None:
         frame = _frame_of(ts.ident)
@@ -229,6 +258,22 @@ class Watchdog:
             samples.append(sample)
             if len(samples) > self._max_early:
                 del samples[0]
+
+    def _long_sample(self, ts: ThreadState, t0: int) -> None:
+        """Samples a long step (past ``LONG_STEP`` of the threshold) into the
+        trace: the line its time goes to, had it no stall. Should the step
+        become one, the samples lie in its range, which begins at t0."""
+        reading = self._cpu.get(ts.ident)
+        if reading is not None and reading[0] == t0:
+            stat = self._stat(ts)
+            # The OS kept the loop thread waiting for a CPU half the time
+            # since the step began, or more: its length is the OS's doing,
+            # and a sample would blame the line it happened to be at.
+            if stat is not None and 2 * (stat[1] - reading[3]) >= clock() - reading[1]:
+                return
+        sample = self._sample(ts)
+        if sample is not None and ts.t0 == t0:  # not taken after the step
+            self._hooks.thread_state().events.append(sample)
 
     def _check(self, ts: ThreadState, t0: int) -> None:
         events = self._hooks.thread_state().events

@@ -126,6 +126,10 @@ def traced_load(path: Path, *, tiny: bool) -> tuple[list[Event], int, int]:
     return events, responses, steps_cut
 
 
+ROUTES = ("GET /fast", "GET /slow")
+"""The middleware's task types: each request's route."""
+
+
 def check_load(events: list[Event], responses: int) -> None:
     assert validate(events) == []
     lost = [
@@ -135,12 +139,12 @@ def check_load(events: list[Event], responses: int) -> None:
     requests = {
         ev.task.id
         for ev in events
-        if ev.kind is EventKind.TASK_BEGIN and ev.task.type == "http.request"
+        if ev.kind is EventKind.TASK_BEGIN and ev.task.type in ROUTES
     }
     ended = {
         ev.task.id
         for ev in events
-        if ev.kind is EventKind.TASK_END and ev.task.type == "http.request"
+        if ev.kind is EventKind.TASK_END and ev.task.type in ROUTES
     }
     assert len(requests) == responses
     assert ended == requests

@@ -19,12 +19,12 @@ culprit's function and line. Importing
 
 from ._coro import CoroGroup as CoroGroup
 from ._diagnose import diagnose as diagnose
+from ._dist import Distribution as Distribution
 from ._findings import Diagnosis as Diagnosis
 from ._findings import Finding as Finding
 from ._findings import Section as Section
 from ._findings import format_findings as format_findings
 from ._findings import format_sections as format_sections
-from ._dist import Distribution as Distribution
 from ._format import format_duration as format_duration
 from ._format import format_stalls as format_stalls
 from ._format import format_summary as format_summary
@@ -44,24 +44,24 @@ from ._summary import analyze as analyze
 __all__ = (
     "CoroGroup",
     "Diagnosis",
-    "Finding",
-    "Section",
-    "diagnose",
-    "format_findings",
-    "format_sections",
     "Distribution",
+    "Finding",
     "LoopUsage",
     "ProcessTrace",
     "ProcessesSummary",
     "Profile",
     "ProfileStack",
+    "Section",
     "Stall",
     "Summary",
     "analyze",
     "analyze_processes",
+    "diagnose",
     "format_duration",
+    "format_findings",
     "format_processes",
     "format_profile",
+    "format_sections",
     "format_stalls",
     "format_summary",
     "profile",

@@ -11,6 +11,7 @@ still running in the resolver task ends there when it is done.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Final
@@ -79,8 +80,28 @@ def _running_task() -> asyncio.Task[object] | None:
         return None
 
 
+# A path segment that is an id (a number, a UUID, a long hex digest): the
+# default region type shows it as {id}, so that requests to one endpoint
+# share a region type and the number of types stays bounded.
+_ID_SEGMENT: Final = re.compile(
+    r"\d+|[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
+    r"[0-9a-fA-F]{12}|[0-9a-fA-F]{16,}"
+)
+
+
 def _default_region_type(method: str, url: URL) -> str:
-    return f"http.client {method} {url.host}"
+    """``http.client GET host:port/path``: the request's method, where it
+    goes and its path (ids in it as ``{id}``), without query, fragment or
+    credentials."""
+    host = url.host or ""
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    port = url.port
+    where = f"{host}:{port}" if port is not None else host
+    path = "/".join(
+        "{id}" if _ID_SEGMENT.fullmatch(seg) else seg for seg in url.path.split("/")
+    )
+    return f"http.client {method} {where}{path}"
 
 
 def trace_config(
@@ -89,7 +110,11 @@ def trace_config(
     """Returns an ``aiohttp.TraceConfig`` that records each request as a region.
 
     ``aiohttp.ClientSession(trace_configs=[trace_config()])``: while tracing
-    is on, each request is a region (by default ``"http.client GET host"``;
+    is on, each request is a region (by default
+    ``"http.client GET host:port/path"``, such as
+    ``"http.client GET 127.0.0.1:8081/prices/{id}"`` for ``/prices/17``:
+    a path segment that is a number, a UUID or a long hex digest is
+    ``{id}``;
     ``region_type`` may be a string or a function of the method and the
     ``yarl.URL``) under the current task, from the call until the response's
     headers arrive, with the wait for a free connection

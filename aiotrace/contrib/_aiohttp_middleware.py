@@ -13,7 +13,11 @@ from aiohttp.typedefs import Middleware
 import aiotrace
 
 DEFAULT_TASK_TYPE: Final = "http.request"
-"""The task type ``middleware()`` gives each request unless told otherwise."""
+"""The task type of a request whose ``task_type`` function failed.
+
+``middleware(task_type=DEFAULT_TASK_TYPE)`` gives every request this one
+type, as ``middleware()`` did before it named tasks after routes.
+"""
 
 _UNMATCHED: Final = "http.unmatched"
 _MISUSE: Final = "aiotrace/misuse"
@@ -26,7 +30,7 @@ TaskType = str | Callable[[web.Request], str]
 def route_name(request: web.Request) -> str:
     """Returns a task type for ``request`` from the route it matched.
 
-    Pass it as ``middleware(task_type=route_name)``. A named route gives its
+    It is ``middleware()``'s default ``task_type``. A named route gives its
     name; an unnamed one gives the method and the resource's canonical path,
     such as ``"GET /users/{id}"`` (the pattern, not the path, so the number
     of task types stays bounded); a request that matched no route (404, 405)
@@ -43,13 +47,16 @@ def route_name(request: web.Request) -> str:
 
 def middleware(
     *,
-    task_type: TaskType = DEFAULT_TASK_TYPE,
+    task_type: TaskType = route_name,
     region_type: str | None = "http.handler",
 ) -> Middleware:
     """Returns an aiohttp middleware that makes each request a user task.
 
-    While tracing is on, each request is a task of ``task_type`` (a string,
-    or a function of the request such as ``route_name``), with logs
+    While tracing is on, each request is a task of ``task_type``: by default
+    ``route_name``, the request's route (``"GET /users/{id}"``), so that
+    latency is told per route; a string gives every request that one type
+    (such as ``DEFAULT_TASK_TYPE``, ``"http.request"``); any other
+    function of the request returns the type. Each task has logs
     ``http.method``, ``http.path`` and ``http.status`` (for an
     ``HTTPException``, its status; for any other exception, 500 as aiohttp
     answers, and ``http.exception``), and a region of ``region_type`` around

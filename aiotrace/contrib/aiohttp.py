@@ -1,11 +1,12 @@
 """aiotrace for aiohttp servers and clients (extra ``aiotrace[aiohttp]``).
 
-- ``middleware()``: each request is a user task with a region around its
-  handler and logs for its method, path, status and exception; what the
-  handler spawns belongs to the request's task.
+- ``middleware()``: each request is a user task named after its route
+  (``"GET /users/{id}"``), with a region around its handler and logs for
+  its method, path, status and exception; what the handler spawns belongs
+  to the request's task.
 - ``trace_config()``: an ``aiohttp.TraceConfig`` that makes each outgoing
-  request a region, with its connection-queue wait, DNS lookup and connect
-  as nested regions.
+  request a region (``"http.client GET host:port/path"``), with its
+  connection-queue wait, DNS lookup and connect as nested regions.
 - ``add_debug_routes(app)``: ``GET /debug/aiotrace/trace?seconds=N`` streams
   a live trace, ``GET /debug/aiotrace/flight`` returns a flight recorder's
   snapshot; loopback clients only by default, with an optional bearer token.

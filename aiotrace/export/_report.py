@@ -79,6 +79,7 @@ def build_report_data(
     from ..analysis import analyze
 
     timeline = TimelineBuilder(max_bytes=max_bytes, max_coroutines=max_coroutines)
+    rewind = _rewind(source)
     events, f = _events(source)
 
     def feed() -> Iterator[Event]:
@@ -92,6 +93,7 @@ def build_report_data(
         if f is not None:
             f.close()
     origin = timeline.origin if timeline.origin is not None else s.start_ns
+    findings = _findings(source, rewind)
 
     def dist(name: str, d: Any) -> dict[str, Any]:
         return {
@@ -145,7 +147,33 @@ def build_report_data(
         "loops": [u.to_dict() for u in s.loops],
         "stalls": stalls,
         "stalls_left_out": max(0, len(s.stalls) - MAX_STALLS),
+        "findings": findings,
     }
+
+
+def _rewind(source: Source) -> int | None:
+    """Where a seekable file source starts, to read it again for findings."""
+    if isinstance(source, str | os.PathLike) or not callable(
+        getattr(source, "read", None)
+    ):
+        return None
+    try:
+        return int(source.tell())  # type: ignore[union-attr]
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _findings(source: Source, rewind: int | None) -> list[dict[str, Any]] | None:
+    """The trace's findings (``analysis.diagnose``), from a second read of a
+    path or a seekable file; None for a source that cannot be read again."""
+    from ..analysis import diagnose
+
+    if isinstance(source, str | os.PathLike):
+        return [f.to_dict() for f in diagnose(source).findings]
+    if rewind is None:
+        return None
+    source.seek(rewind)  # type: ignore[union-attr]
+    return [f.to_dict() for f in diagnose(source).findings]  # type: ignore[arg-type]
 
 
 def render_report(data: dict[str, Any]) -> str:

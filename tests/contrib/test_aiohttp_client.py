@@ -87,7 +87,12 @@ def check_nesting(events: list[Event], port: str, job_id: int) -> None:
     the connection, are regions inside their request's region, under the
     task that made the requests; status and URL (no query) are logged."""
     regions = intervals(events)
-    names = ("http.client GET localhost", "GET /slow", "GET /fast")
+    names = (
+        f"http.client GET localhost:{port}/slow",
+        f"http.client GET localhost:{port}/fast",
+        "GET /slow",
+        "GET /fast",
+    )
     requests = [r for r in regions if r[0] in names]
     assert len(requests) == 2
     assert all(r[1] == job_id for r in regions)
@@ -126,7 +131,7 @@ async def test_phases_run_in_the_requesting_coroutine(tmp_path: Path) -> None:
     assert validate(events) == []
     check_nesting(events, port, job_id)
     regions = intervals(events)
-    first = next(r for r in regions if r[0] == "http.client GET localhost")
+    first = next(r for r in regions if r[0] == f"http.client GET localhost:{port}/slow")
     for phase in (DNS, CONNECT):
         assert next(r for r in regions if r[0] == phase)[4] == first[4]
 

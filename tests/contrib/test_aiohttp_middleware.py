@@ -21,8 +21,8 @@ REQUESTS = 2000
 
 @pytest.mark.asyncio
 async def test_one_task_per_request_under_load(tmp_path: Path) -> None:
-    """Thousands of concurrent requests each make exactly one task of type
-    http.request, with its method, path and status logs, the handler's own
+    """Thousands of concurrent requests each make exactly one task of their
+    route's type, GET /fast, with its method, path and status logs, the handler's own
     logs and a closed http.handler region; the trace validates."""
     path = tmp_path / "load.trace"
     async with (
@@ -33,7 +33,7 @@ async def test_one_task_per_request_under_load(tmp_path: Path) -> None:
         results = await load(session, [f"{url}/fast"] * REQUESTS, concurrency=50)
     events = read(path)
     assert validate(events) == []
-    requests = tasks(events, "http.request")
+    requests = tasks(events, "GET /fast")
     assert len(requests) == REQUESTS
     seen_ids = []
     for task in requests.values():
@@ -64,7 +64,7 @@ async def test_task_latency_agrees_with_the_client(tmp_path: Path) -> None:
         results = await load(
             session, [f"{url}/slow"] * 40 + [f"{url}/fast"] * 400, concurrency=20
         )
-    requests = tasks(read(path), "http.request")
+    requests = tasks(read(path), "GET /slow")
     slow = [t for t in requests.values() if t["logs"]["http.path"] == ["/slow"]]
     assert len(slow) == 40
     for task in slow:
@@ -91,7 +91,7 @@ async def test_spawned_work_belongs_to_the_request(tmp_path: Path) -> None:
         await load(session, [f"{url}/spawn"] * 30, concurrency=5)
     events = read(path)
     assert validate(events) == []
-    requests = tasks(events, "http.request")
+    requests = tasks(events, "GET /spawn")
     assert len(requests) == 30
     for task in requests.values():
         by_type: dict[str, list[aiotrace.reader.Event]] = {}
@@ -123,7 +123,7 @@ async def test_a_request_runs_on_its_own_coroutine(tmp_path: Path) -> None:
         aiotrace.tracing(path),
     ):
         await load(session, [f"{url}/slow"] * 5, concurrency=1)
-    requests = tasks(read(path), "http.request")
+    requests = tasks(read(path), "GET /slow")
     assert len(requests) == 5
     coroutines = set()
     for task in requests.values():
@@ -190,11 +190,9 @@ async def test_exceptions_are_logged_and_pass_through(tmp_path: Path) -> None:
 
 @pytest.mark.asyncio
 async def test_task_types_from_routes(tmp_path: Path) -> None:
-    """route_name names a task after its route: the route's name, else the
-    method and the resource's pattern, else http.unmatched."""
-    app = web.Application(
-        middlewares=[aiotrace_aiohttp.middleware(task_type=aiotrace_aiohttp.route_name)]
-    )
+    """By default (route_name) a task is named after its route: the route's
+    name, else the method and the resource's pattern, else http.unmatched."""
+    app = web.Application(middlewares=[aiotrace_aiohttp.middleware()])
 
     async def ok(request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -267,7 +265,7 @@ async def test_tracing_off_passes_requests_through(tmp_path: Path) -> None:
             during = await load(session, [f"{url}/fast"] * 7, concurrency=1)
         after = await load(session, [f"{url}/fast"] * 50, concurrency=5)
     assert len(before) == len(after) == 50
-    assert len(tasks(read(path), "http.request")) == len(during) == 7
+    assert len(tasks(read(path), "GET /fast")) == len(during) == 7
 
 
 @pytest.mark.asyncio
@@ -280,7 +278,7 @@ async def test_without_the_handler_region(tmp_path: Path) -> None:
         aiotrace.tracing(path),
     ):
         await load(session, [f"{url}/fast"] * 20, concurrency=4)
-    requests = tasks(read(path), "http.request")
+    requests = tasks(read(path), "GET /fast")
     assert len(requests) == 20
     for task in requests.values():
         assert task["regions"] == []

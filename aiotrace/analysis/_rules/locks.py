@@ -53,9 +53,10 @@ class LockRule(Rule):
         lk.longest = max(lk.longest, d)
         lk.waiters[w.coro] = lk.waiters.get(w.coro, 0) + d
         if w.waker >= 0 and w.waker != w.coro:
-            lk.holders[w.waker] = lk.holders.get(w.waker, 0) + d
-            # Held from when the holder got it (its own wait here ended).
+            # Held from when the holder got it (its own wait here ended):
+            # holders rank by how long they held it while others waited.
             held = self._activity.since(w.waker, where, w.start, w.end)
+            lk.holders[w.waker] = lk.holders.get(w.waker, 0) + w.end - held
             for what, ns in self._activity.during(w.waker, held, w.end).items():
                 lk.held_over[what] = lk.held_over.get(what, 0) + ns
 
@@ -68,18 +69,26 @@ class LockRule(Rule):
             if lk.total < MIN_TOTAL_NS:
                 continue
             lib = self._lib[where]
-            summary = (
-                f"lock contention: {lk.waits} waits for the lock acquired at "
-                f"{where} ({lib}), {format_duration(lk.total)} in all, "
-                f"longest {format_duration(lk.longest)}"
-            )
-            parts = [f"waiters: {names(facts, lk.waiters)}"]
-            if lk.holders:
-                parts.append(f"held by {names(facts, lk.holders)}")
             held = top(lk.held_over, 2)
+            if lk.holders:
+                holder = names(facts, lk.holders, 1)
+                awaited = f" while it awaited {held[0][0]}" if held else ""
+                summary = (
+                    f"lock contention: {holder} held the lock acquired at {where} "
+                    f"({lib}){awaited}; {lk.waits} waits behind it, "
+                    f"{format_duration(lk.total)} in all, longest "
+                    f"{format_duration(lk.longest)}"
+                )
+            else:
+                summary = (
+                    f"lock contention: {lk.waits} waits for the lock acquired at "
+                    f"{where} ({lib}), {format_duration(lk.total)} in all, "
+                    f"longest {format_duration(lk.longest)}"
+                )
+            parts = [f"waiters: {names(facts, lk.waiters)}"]
             if held:
                 parts.append(
-                    "which, holding it, awaited "
+                    "the holders, holding it, awaited "
                     + "; ".join(f"{what} ({format_duration(ns)})" for what, ns in held)
                 )
             found.append(

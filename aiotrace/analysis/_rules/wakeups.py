@@ -36,6 +36,8 @@ class _Object:
     missed: int = 0
     lost: int = 0  # from the first wakeup it missed to its timeout, in all
     waiters: dict[int, int] = field(default_factory=dict)
+    # Where the wakers' steps that woke waiters began (their last wait).
+    from_sites: dict[str, int] = field(default_factory=dict)
 
 
 class LostWakeupRule(Rule):
@@ -46,6 +48,11 @@ class LostWakeupRule(Rule):
 
     def __init__(self) -> None:
         self._objects: dict[str, _Object] = {}
+        # coroutine -> where its current step began: the site of its last wait
+        self._resumed: dict[int, str] = {}
+
+    def on_end(self, cid: int, t: int, reason: str, facts: Facts) -> None:
+        self._resumed.pop(cid, None)
 
     def _key(self, w: Wait, facts: Facts) -> tuple[str, str] | None:
         """(the object's wait site, the library function), or None when the
@@ -63,6 +70,11 @@ class LostWakeupRule(Rule):
 
     def on_wait(self, w: Wait, facts: Facts) -> None:
         key = self._key(w, facts)
+        if w.how != "never":
+            # Set after the key: a waker's step began at its own last wait.
+            where_now = site(w.stack)
+            if where_now:
+                self._resumed[w.coro] = where_now
         if key is None:
             return
         where, lib = key
@@ -89,6 +101,9 @@ class LostWakeupRule(Rule):
             obj.woken.append(w.end)
             if w.waker >= 0:
                 obj.wakers[w.waker] = obj.wakers.get(w.waker, 0) + 1
+                began = self._resumed.get(w.waker)
+                if began:
+                    obj.from_sites[began] = obj.from_sites.get(began, 0) + 1
 
     def finish(self, facts: Facts) -> tuple[list[Finding], list[Section]]:
         found = []
@@ -103,18 +118,21 @@ class LostWakeupRule(Rule):
                 else "the event was set while it waited but did not wake it "
                 "(cleared again, or a different Event object)"
             )
-            wakers = names(facts, obj.wakers) if obj.wakers else "callbacks"
+            wakers = names(facts, obj.wakers, 1) if obj.wakers else "callbacks"
+            if obj.from_sites:
+                began = max(obj.from_sites.items(), key=lambda kv: kv[1])[0]
+                wakers += f", in its step from {began}"
             found.append(
                 Finding(
                     kind="lost-wakeup",
                     summary=(
-                        f"lost wakeup at {where} ({obj.lib}): {obj.missed} "
-                        f"wait{'s' if obj.missed > 1 else ''} ran into the timeout "
-                        f"although {what} woke other waiters meanwhile, "
+                        f"lost wakeup: {what} by {wakers} woke some waiters at "
+                        f"{where} ({obj.lib}) but {obj.missed} other "
+                        f"wait{'s' if obj.missed > 1 else ''} ran into the timeout, "
                         f"{format_duration(obj.lost)} lost"
                     ),
                     detail=f"waiters that timed out: {names(facts, obj.waiters)}; "
-                    f"woken by {wakers}; {fix}",
+                    f"{fix}",
                     cost_ns=obj.lost,
                     where=where,
                     evidence={
