@@ -36,6 +36,7 @@ from typing import Any
 from _common import arguments, environment
 
 import aiotrace
+from aiotrace._loop._reasons import Classifier
 from aiotrace.reader import CoroState, EventKind, read_events, validate
 
 Main = Coroutine[Any, Any, int]
@@ -97,7 +98,14 @@ WORKLOADS: tuple[tuple[str, Callable[[int], Main], int], ...] = (
     ("deep queue ping-pong", deep_queue_ping_pong, 15_000),
     ("event fan-out", event_fan_out, 30_000),
 )
-MODES = ("untraced", "block_stacks=False", "block_stacks=True")
+MODES = ("untraced", "no sites", "block_stacks=False", "block_stacks=True")
+"""``no sites``: the defaults with each wait's site (the library function
+and the awaiting line, recorded since the findings) left out, to measure
+what the site costs."""
+
+
+def _no_site(self: Any, lib: Any, caller: Any) -> None:
+    return None
 
 
 def once(main: Callable[[int], Main], n: int, mode: str, path: str) -> float:
@@ -106,6 +114,14 @@ def once(main: Callable[[int], Main], n: int, mode: str, path: str) -> float:
     t0 = time.process_time()
     if mode == "untraced":
         asyncio.run(main(n))
+    elif mode == "no sites":
+        site = Classifier._site
+        Classifier._site = _no_site  # type: ignore[method-assign]
+        try:
+            with aiotrace.tracing(path):
+                asyncio.run(main(n))
+        finally:
+            Classifier._site = site  # type: ignore[method-assign]
     else:
         with aiotrace.tracing(path, block_stacks=mode == "block_stacks=True"):
             asyncio.run(main(n))
@@ -130,7 +146,8 @@ def main() -> None:
     print(environment())
     print(f"rounds: {args.rounds}, interleaved; medians of per-round ratios")
     header = (
-        f"{'workload':22} {'untraced cpu ms':>15} {'default':>8} {'stacks':>8} "
+        f"{'workload':22} {'untraced cpu ms':>15} {'no sites':>8} {'default':>8} "
+        f"{'stacks':>8} {'sites +ns/block':>15} "
         f"{'stacks/default':>14} {'+ns/block':>9} {'bytes/block':>18}"
     )
     print(header)
@@ -142,7 +159,7 @@ def main() -> None:
             info: dict[str, tuple[int, int, bool]] = {}
             once(fn, n // 10, "untraced", os.path.join(d, "warm.trace"))
             for r in range(args.rounds):
-                order = MODES[r % 3 :] + MODES[: r % 3]
+                order = MODES[r % len(MODES) :] + MODES[: r % len(MODES)]
                 for mode in order:
                     path = os.path.join(d, f"{mode}.trace")
                     times[mode].append(once(fn, n, mode, path))
@@ -151,6 +168,14 @@ def main() -> None:
                         size[mode] = os.path.getsize(path)
             base = times["untraced"]
             off, on = times["block_stacks=False"], times["block_stacks=True"]
+            bare = times["no sites"]
+            ratio_bare = statistics.median(
+                a / b for a, b in zip(bare, base, strict=True)
+            )
+            site_ns = statistics.median(
+                (a - b) / info["no sites"][0] * 1e9
+                for a, b in zip(off, bare, strict=True)
+            )
             ratio_off = statistics.median(a / b for a, b in zip(off, base, strict=True))
             ratio_on = statistics.median(a / b for a, b in zip(on, base, strict=True))
             on_off = statistics.median(a / b for a, b in zip(on, off, strict=True))
@@ -161,11 +186,13 @@ def main() -> None:
             bpb_off = size["block_stacks=False"] / info["block_stacks=False"][0]
             bpb_on = size["block_stacks=True"] / blocks
             assert info["block_stacks=True"][1] == blocks, "a block without a stack"
-            assert info["block_stacks=False"][1] == 0, "a stack without block_stacks"
+            assert info["no sites"][1] == 0, "a stack without sites"
+            assert info["block_stacks=False"][1] == info["block_stacks=False"][0]
             assert all(v[2] for v in info.values()), "a trace did not validate"
             print(
                 f"{name:22} {statistics.median(base) * 1e3:15.0f} "
-                f"{ratio_off:8.2f}x {ratio_on:7.2f}x {on_off:13.3f}x "
+                f"{ratio_bare:7.2f}x {ratio_off:7.2f}x {ratio_on:7.2f}x "
+                f"{site_ns:15.0f} {on_off:13.3f}x "
                 f"{added:9.0f} {bpb_off:8.1f} -> {bpb_on:6.1f}"
             )
 

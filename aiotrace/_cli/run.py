@@ -396,7 +396,7 @@ def _children_summary(path: str, since_ns: int) -> str | None:
     )
 
 
-FINDINGS_MAX_BYTES = 16 << 20
+FINDINGS_MAX_BYTES = 8 << 20
 """The largest trace whose findings ``aiotrace run`` works out at exit; a
 larger one gets a pointer to ``aiotrace stats``, which has them."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import types
 import weakref
 from types import CodeType
 from typing import Any
@@ -152,6 +153,10 @@ class ReasonTable(dict[Any, "str | None"]):
 
     def __init__(self, *tables: tuple[str, dict[str, tuple[str, ...]]]) -> None:
         super().__init__()
+        # id(code) -> its reason, or "" for none, for each code object the
+        # table holds (so the id stays that code's): hashing a code object
+        # hashes its bytecode and constants, 120-560 ns; an id costs none.
+        self.ids: dict[int, str] = {}
         # qualified name -> [("/package/module.py", reason)], in table order.
         # A path "a.b.C.f" does not say where the module ends: every split
         # is indexed, and only the real one matches a code object.
@@ -173,7 +178,9 @@ class ReasonTable(dict[Any, "str | None"]):
                 break
         if len(self) >= REASONS_MAX:
             self.clear()  # code made at run time (exec), over and over
+            self.ids.clear()
         self[code] = found
+        self.ids[id(code)] = found or ""
         return found
 
     def get(self, code: Any, default: str | None = None) -> str | None:  # type: ignore[override]
@@ -198,8 +205,12 @@ class Classifier:
         # callback (and what it is bound to) alive.
         self._from_thread: dict[int, weakref.ref[Any]] = {}
         # (library code, caller code, offset) -> a wait site's stack.
-        self._sites: dict[tuple[Any, Any, int], Any] = {}
-        self._library: dict[Any, bool] = {}  # code -> is it asyncio's or anyio's
+        self._sites: dict[tuple[int, int, int], Any] = {}
+        # Types in await chains that are no coroutine (futures): the walk
+        # stops at them without trying their attributes.
+        self._plain: set[type] = set()
+        # id(code) -> (is it asyncio's or anyio's, the code)
+        self._library: dict[int, tuple[bool, Any]] = {}
 
     def from_thread(self, callback: Any) -> None:
         """Notes that ``callback`` is about to be queued by call_soon_threadsafe.
@@ -231,6 +242,7 @@ class Classifier:
         another for ``aiotrace stats``' findings, for one frame object read.
         """
         reasons = self._reasons
+        by_id = reasons.ids
         found: str | None = None
         frames: list[tuple[Any, int]] | None = [] if self._stacks else None
         x = coro
@@ -240,17 +252,31 @@ class Classifier:
         weak: tuple[Any, Any, Any] | None = None
         code: Any = None
         last: Any = None
+        plain = self._plain
         for _ in range(64):
-            code = getattr(x, "cr_code", None)
-            if code is not None:
+            tx = type(x)
+            if tx is _COROUTINE_TYPE:
+                code = x.cr_code
                 nxt = x.cr_await
-            else:
-                code = getattr(x, "gi_code", None)
-                if code is None:
-                    break
+            elif tx is _GENERATOR_TYPE:
+                code = x.gi_code
                 nxt = x.gi_yieldfrom
+            elif tx in plain:
+                break  # a future: the chain ends (no exception raised)
+            else:
+                code = getattr(x, "cr_code", None)
+                if code is not None:
+                    nxt = x.cr_await
+                else:
+                    code = getattr(x, "gi_code", None)
+                    if code is None:
+                        if len(plain) < SITES_MAX:
+                            plain.add(tx)
+                        break
+                    nxt = x.gi_yieldfrom
             if found is None:
-                found = reasons[code]
+                r = by_id.get(id(code))
+                found = (reasons[code] if r is None else r) or None
                 if found is not None:
                     site_code = code
                     site_caller = self._caller(chain)
@@ -266,6 +292,8 @@ class Classifier:
                 frame = getattr(x, "cr_frame", None) or getattr(x, "gi_frame", None)
                 if frame is not None:
                     frames.append((code, frame.f_lasti))
+            elif found is not None:
+                break  # the site is known: the rest of the chain tells nothing
             last = x
             x = nxt
         if found is None and weak is not None:
@@ -295,13 +323,19 @@ class Classifier:
         library = self._library
         for x in reversed(chain):
             code = getattr(x, "cr_code", None) or getattr(x, "gi_code", None)
-            lib = library.get(code)
-            if lib is None and code is not None:
-                file = code.co_filename.replace(os.sep, "/")
-                lib = library[code] = any(d in file for d in _LIBRARY_DIRS)
+            known = library.get(id(code))
+            if known is None:
+                if code is None:
+                    return x
                 if len(library) >= SITES_MAX:
                     library.clear()
-            if not lib:
+                file = code.co_filename.replace(os.sep, "/")
+                # (Keyed by id, the code kept alive beside its answer.)
+                known = library[id(code)] = (
+                    any(d in file for d in _LIBRARY_DIRS),
+                    code,
+                )
+            if not known[0]:
                 return x
         return chain[-1] if chain else None
 
@@ -318,7 +352,9 @@ class Classifier:
             )
             if frame is not None:
                 lasti = frame.f_lasti
-        key = (lib, code, lasti)
+        # By id: the cached stack holds both code objects, so their ids stay
+        # theirs while it is cached (hashing code objects is slow).
+        key = (id(lib), id(code), lasti)
         sites = self._sites
         stack = sites.get(key)
         if stack is None:
@@ -352,6 +388,9 @@ class Classifier:
             name = wakers[key] = _waker_name(cb)
         return name
 
+
+_COROUTINE_TYPE = types.CoroutineType
+_GENERATOR_TYPE = types.GeneratorType
 
 _LIBRARY_DIRS = ("/asyncio/", "/anyio/")
 """Where the library code that a wait's site looks past lives."""

@@ -4,7 +4,7 @@ what they found."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO
 
 from ..reader import (
@@ -83,17 +83,18 @@ class _Pass(StreamPass[Diagnosis]):
     ) -> None:
         self.facts = Facts()
         self.rules = rules
-        base = Rule
-        self._on_event = [
-            r.on_event for r in rules if type(r).on_event is not base.on_event
-        ]
-        self._on_wait = [
-            r.on_wait for r in rules if type(r).on_wait is not base.on_wait
-        ]
-        self._on_step = [
-            r.on_step for r in rules if type(r).on_step is not base.on_step
-        ]
-        self._on_end = [r.on_end for r in rules if type(r).on_end is not base.on_end]
+        # Only the hooks a rule overrides are called; on_event by kind.
+        self._on_event: dict[EventKind, list[Callable[[Event, Facts], None]]] = {
+            kind: [
+                r.on_event
+                for r in rules
+                if _has(r, "on_event") and (r.kinds is None or kind in r.kinds)
+            ]
+            for kind in EventKind
+        }
+        self._on_wait = [r.on_wait for r in rules if _has(r, "on_wait")]
+        self._on_step = [r.on_step for r in rules if _has(r, "on_step")]
+        self._on_end = [r.on_end for r in rules if _has(r, "on_end")]
         super().__init__(events, by_bytes, progress, Diagnosis(), self.facts.name)
         self._steps: dict[int, tuple[int, int, int]] = {}  # cid -> (t0, thread, loop)
 
@@ -190,7 +191,7 @@ class _Pass(StreamPass[Diagnosis]):
                     d.lost_events = max(d.lost_events, det[1])
                     if self.progress is not None:
                         self._report(n)
-                for event_hook in on_event:
+                for event_hook in on_event[kind]:
                     event_hook(ev, facts)
         except TraceError as exc:
             self.error = exc

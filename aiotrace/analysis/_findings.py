@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ..reader import NO_COROUTINE, Event, Stack
+from ..reader import NO_COROUTINE, Event, EventKind, Stack
 from ._format import format_duration
 
 
@@ -150,6 +150,10 @@ class Rule:
     every step, ``on_end`` every coroutine's end. ``finish`` returns what
     it found. Rules keep bounded state: aggregates, not every event.
     """
+
+    kinds: frozenset[EventKind] | None = None
+    """The kinds of event ``on_event`` wants (None: every kind); the pass
+    calls it for those only."""
 
     def on_event(self, ev: Event, facts: Facts) -> None:
         """Sees an event other than a coroutine transition."""

@@ -227,6 +227,8 @@ class BlockingRule(Rule):
 
     # Events.
 
+    kinds = frozenset((_SAMPLE, _RANGE_BEGIN, _RANGE_ACTIVE, _RANGE_END))
+
     def on_event(self, ev: Any, facts: Facts) -> None:
         """Keeps samples, stall ranges and collections."""
         kind = ev[0]

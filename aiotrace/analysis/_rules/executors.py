@@ -105,6 +105,8 @@ class ExecutorRule(Rule):
         self._has_metric = False
         self._blocked_step: dict[int, int] = {}  # coroutine -> its last step's start
 
+    kinds = frozenset((_RANGE_BEGIN, _RANGE_ACTIVE, _RANGE_END, _METRIC, _LABEL))
+
     def on_event(self, ev: Event, facts: Facts) -> None:
         kind = ev[0]
         if kind is _RANGE_BEGIN or kind is _RANGE_ACTIVE:

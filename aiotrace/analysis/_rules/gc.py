@@ -84,6 +84,8 @@ class GCRule(Rule):
         self._sites: dict[int, Stack] = {}  # coroutine -> its last wait's stack
         self._sampled: dict[int, Counter[str]] = {}  # coroutine -> sampled sites
 
+    kinds = frozenset((_SAMPLE, _ST, _RANGE_BEGIN, _RANGE_ACTIVE, _RANGE_END))
+
     def on_event(self, ev: Event, facts: Facts) -> None:
         kind = ev[0]
         if kind is _SAMPLE:

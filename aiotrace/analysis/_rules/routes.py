@@ -134,6 +134,8 @@ class RouteRule(Rule):
         self.tasks: dict[int, _Request] = {}
         self.open: dict[object, list[_Open]] = {}  # coroutine or thread -> regions
 
+    kinds = frozenset((_REGION_BEGIN, _REGION_END, _TASK_BEGIN, _TASK_END, _LOG))
+
     def on_event(self, ev: Event, facts: Facts) -> None:
         """Follows user tasks, their regions and the middleware's logs."""
         kind = ev[0]
