@@ -314,12 +314,20 @@ class Classifier:
         if site_code is not None:
             return found, self._site(site_code, site_caller)
         if last is not None:
-            return found, self._site(None, last)
+            # No library function names the wait: the innermost frame is
+            # where it waits, and the program's own frame awaiting it, if
+            # that is another, says where in the program.
+            caller = self._caller(chain)
+            if caller is None or caller is last:
+                return found, self._site(None, last)
+            inner = getattr(last, "cr_code", None) or getattr(last, "gi_code", None)
+            return found, self._site(inner, caller)
         return found, None
 
     def _caller(self, chain: list[Any]) -> Any:
         """The innermost coroutine of ``chain`` that is not library code
-        (asyncio's or anyio's, such as ``Lock.__aenter__``), or None."""
+        (asyncio's, anyio's or an installed package's, such as
+        ``Lock.__aenter__``), or the innermost of all, or None."""
         library = self._library
         for x in reversed(chain):
             code = getattr(x, "cr_code", None) or getattr(x, "gi_code", None)
@@ -392,8 +400,10 @@ class Classifier:
 _COROUTINE_TYPE = types.CoroutineType
 _GENERATOR_TYPE = types.GeneratorType
 
-_LIBRARY_DIRS = ("/asyncio/", "/anyio/")
-"""Where the library code that a wait's site looks past lives."""
+_LIBRARY_DIRS = ("/asyncio/", "/anyio/", "/site-packages/", "/dist-packages/")
+"""Where the library code that a wait's site looks past lives: asyncio,
+anyio and installed packages (aiohttp's client, redis-py), so the site
+names the program's line that called into them."""
 
 SITES_MAX = 4096
 """Most wait sites' stacks cached; the cache starts over past this."""

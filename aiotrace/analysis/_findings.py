@@ -172,9 +172,11 @@ class Rule:
         return [], []
 
 
-# Frames of these files are not where a user's fault is: asyncio's, anyio's,
-# the standard library's and aiotrace's own.
+# Frames of these files are not where a user's fault is: installed
+# packages', asyncio's, anyio's, the standard library's and aiotrace's own.
 _LIBRARY_PARTS = (
+    "/site-packages/",
+    "/dist-packages/",
     "/asyncio/",
     "/anyio/",
     "/aiotrace/",

@@ -94,7 +94,15 @@ def test_a_route_much_slower_than_the_others_is_named(tmp: Path) -> None:
     found = routes(d)
     text = format_findings(d, top=20)
     assert [f.evidence["route"] for f in found] == ["GET /report"], text
-    assert "median p90" in found[0].summary
+    # On 3.11 the handler's own wait names the line its time went to; on
+    # 3.12+ aiohttp starts the handler eagerly, unseen, and the finding
+    # says how much slower the route is than the others.
+    summary = found[0].summary
+    assert (
+        "median p90" in summary
+        or f"waiting on sleep at build_report ({PROGRAMS}/route_slow_handler.py:"
+        in summary
+    ), summary
     for innocent in ("/search", "/items", "cache lookup"):
         assert innocent not in text, text
 

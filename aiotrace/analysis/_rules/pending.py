@@ -12,7 +12,9 @@ from .._format import format_duration
 from ._activity import describe
 
 MIN_PENDING_NS = 100_000_000
-"""A coroutine waiting less than this at the end is not pending work."""
+"""A coroutine waiting less than this when the trace ends is not pending
+work (it may be about to be woken). One that asyncio.run cancels at
+shutdown is, however short its wait."""
 
 LONGEST = 5
 """Waits listed in the longest-waits section."""
@@ -63,7 +65,7 @@ class PendingRule(Rule):
         if w.how == "never":
             if w.duration >= MIN_PENDING_NS:
                 self._pending.append((w, "never"))
-        elif w.how == "loop" and w.duration >= MIN_PENDING_NS:
+        elif w.how == "loop":
             # Woken by the loop's runner outside any callback: asyncio.run
             # cancelling what is left; pending work if it then ends cancelled.
             self._last[w.coro] = w

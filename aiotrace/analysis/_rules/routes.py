@@ -14,12 +14,14 @@ moment of a request counts for one call at most.
 from __future__ import annotations
 
 import statistics
+from collections import deque
 from typing import Any, Final
 
-from ...reader import NO_COROUTINE, Event, EventKind
+from ...reader import NO_COROUTINE, Event, EventKind, Stack
 from .._dist import Distribution
-from .._findings import Facts, Finding, Rule, Section, Step
+from .._findings import Facts, Finding, Rule, Section, Step, Wait
 from .._format import _table, format_duration
+from ._activity import describe
 
 SLOW_NS: Final = 50_000_000
 """A route is slow from this p90 on; faster ones are never named."""
@@ -43,6 +45,10 @@ _PHASES: Final = frozenset(
     {"http.client.queue", "http.client.dns", "http.client.connect"}
 )
 _CLIENT: Final = "http.client "
+RECENT_WAITS: Final = 64
+"""Waits remembered per coroutine, to tell what a request waited for."""
+_NOT_DOWNSTREAM: Final = frozenset({"gather", "coroutine"})
+"""Waits that are the request's own work spread over coroutines, not a call."""
 _TASK_BEGIN, _TASK_END = EventKind.TASK_BEGIN, EventKind.TASK_END
 _REGION_BEGIN, _REGION_END, _LOG = (
     EventKind.REGION_BEGIN,
@@ -68,12 +74,14 @@ class _Call:
 class _Route:
     """_Route is one task type: its requests' latency and their calls."""
 
-    __slots__ = ("calls", "dist", "http", "own")
+    __slots__ = ("calls", "dist", "http", "own", "waits")
 
     def __init__(self) -> None:
         self.dist = Distribution()
         self.own = Distribution()  # latency less the loop held by others
         self.calls: dict[str, _Call] = {}
+        # what its requests' own coroutines waited for, and where -> ns
+        self.waits: dict[str, int] = {}
         self.http = False
 
     def call(self, type_: str) -> _Call | None:
@@ -98,7 +106,7 @@ class _Request:
     coroutines' long steps held its loop while it was going on.
     """
 
-    __slots__ = ("calls", "coro", "held", "loop", "route", "start")
+    __slots__ = ("calls", "coro", "held", "loop", "route", "start", "waits")
 
     def __init__(self, route: _Route, start: int, coro: int, loop: int) -> None:
         self.route = route
@@ -107,6 +115,7 @@ class _Request:
         self.loop = loop
         self.held = 0
         self.calls: dict[str, int] = {}  # call type -> time in it
+        self.waits: dict[str, int] = {}  # what its coroutine waited for -> ns
 
 
 class _Open:
@@ -133,6 +142,8 @@ class RouteRule(Rule):
         self.routes: dict[str, _Route] = {}
         self.tasks: dict[int, _Request] = {}
         self.open: dict[object, list[_Open]] = {}  # coroutine or thread -> regions
+        # coroutine -> its recent waits (start, end, reason, stack)
+        self._recent: dict[int, deque[tuple[int, int, str, Stack]]] = {}
 
     kinds = frozenset((_REGION_BEGIN, _REGION_END, _TASK_BEGIN, _TASK_END, _LOG))
 
@@ -154,6 +165,10 @@ class RouteRule(Rule):
         elif kind is _TASK_END:
             req = self.tasks.pop(ev[6].id, None)
             if req is not None:
+                # Its coroutine, and the one that ends it: on 3.12+ aiohttp's
+                # handler task starts eagerly, unseen, and the request
+                # begins on its connection's coroutine (docs/aiohttp.md).
+                self._waits(req, {req.coro, ev[2]}, ev[1])
                 self._done(ev[1] - req.start, req)
         elif kind is _LOG:
             log = ev[6]
@@ -164,6 +179,28 @@ class RouteRule(Rule):
                 if log.category == "http.method":
                     req.route.http = True
 
+    def on_wait(self, w: Wait, facts: Facts) -> None:
+        """Remembers the coroutine's recent waits: at a request's end, those
+        of the coroutines that ran it tell what it waited for, and where
+        (the downstream call of a route without client regions)."""
+        if not self.tasks or w.reason in _NOT_DOWNSTREAM:
+            return
+        q = self._recent.get(w.coro)
+        if q is None:
+            q = self._recent[w.coro] = deque(maxlen=RECENT_WAITS)
+        q.append((w.start, w.end, w.reason, w.stack))
+
+    def _waits(self, req: _Request, cids: set[int], end: int) -> None:
+        """Adds to ``req.waits`` the recent waits of ``cids`` within it."""
+        for cid in cids:
+            for s, e, reason, stack in self._recent.get(cid, ()):
+                spent = min(e, end) - max(s, req.start)
+                if spent <= 0:
+                    continue
+                what = describe(reason, stack)
+                if what in req.waits or len(req.waits) < MAX_CALLS:
+                    req.waits[what] = req.waits.get(what, 0) + spent
+
     def on_step(self, s: Step, facts: Facts) -> None:
         """Counts a long step against the requests it kept waiting."""
         if s.end - s.start < LONG_STEP_NS or not self.tasks:
@@ -173,8 +210,9 @@ class RouteRule(Rule):
                 req.held += s.end - max(s.start, req.start)
 
     def on_end(self, cid: int, t: int, reason: str, facts: Facts) -> None:
-        """Forgets the regions an ended coroutine left open."""
+        """Forgets the regions an ended coroutine left open, and its waits."""
         self.open.pop(cid, None)
+        self._recent.pop(cid, None)
 
     def _begin(self, ev: Event, facts: Facts) -> None:
         region = ev[6]
@@ -241,6 +279,10 @@ class RouteRule(Rule):
             c = route.call(type_)
             if c is not None:
                 c.total_ns += min(spent, ns)
+        waits = route.waits
+        for what, spent in req.waits.items():
+            if what in waits or len(waits) < MAX_CALLS:
+                waits[what] = waits.get(what, 0) + min(spent, ns)
 
     def finish(self, facts: Facts) -> tuple[list[Finding], list[Section]]:
         """Returns the slow routes, and the Routes section."""
@@ -334,6 +376,28 @@ def _finding(name: str, r: _Route, others_p90: int | None) -> Finding | None:
                 "share": round(share, 4),
                 "call_p90_ns": c.dist.p90,
             },
+        )
+    waited = max(r.waits.items(), key=lambda kv: kv[1]) if r.waits else None
+    if (
+        top is None
+        and waited is not None
+        and d.total_ns
+        and waited[1] / d.total_ns >= DOMINANT_SHARE
+    ):
+        # No client region: what the request's own coroutine waited for.
+        what, spent = waited
+        share = spent / d.total_ns
+        return Finding(
+            kind="slow-route",
+            summary=f"{head}; {share:.0%} of it waiting on {what}",
+            detail=(
+                f"{name}: p50 {format_duration(d.p50)}, "
+                f"max {format_duration(d.max_ns)}; trace the client session "
+                "with aiotrace.contrib.aiohttp.trace_config() to name its calls"
+            ),
+            cost_ns=spent,
+            where=what.partition(" at ")[2],
+            evidence={**evidence, "waited_on": what, "share": round(share, 4)},
         )
     if others_p90 is None or r.own.p90 < MUCH_SLOWER * max(others_p90, 1_000_000):
         return None
