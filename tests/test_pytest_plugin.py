@@ -273,9 +273,9 @@ def test_keep_failed_keeps_only_the_failed_trace(project: pytest.Pytester) -> No
 def test_failing_report_names_the_trace_and_its_stall(
     project: pytest.Pytester,
 ) -> None:
-    """A failing test's report names its trace file and each stall in it: the
-    coroutine, the line that held the loop, and the program's frames that
-    called it."""
+    """A failing test's report opens with the trace's findings, then names
+    its trace file and each stall in it: the coroutine, the line that held
+    the loop, and the program's frames that called it."""
     result = run(
         project,
         """
@@ -327,6 +327,9 @@ def test_failing_report_names_the_trace_and_its_stall(
     result.stdout.fnmatch_lines(
         [
             "*- aiotrace -*",
+            # The findings come first, the blocking call at the top.
+            "Findings (by time lost)",
+            f"  1. blocking call in load_all ({source}:{stall})*",
             f"trace: {path}",
             f"{header} (steps over 0.05 s):",
             *["  *.??? s on loop 1 *"] * rank,

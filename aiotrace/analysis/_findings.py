@@ -215,7 +215,20 @@ def place(frame: Any) -> str:
 def site(stack: Stack) -> str:
     """Where a wait or step is, as ``function (file:line)`` of its innermost
     frame of the program's own, or ``""`` when the trace has no stack."""
-    return place(user_frame(stack))
+    # The reader makes one Stack per stack of a generation: cached by id,
+    # the stack kept beside its answer so that the id stays its own.
+    hit = _SITES.get(id(stack))
+    if hit is not None and hit[0] is stack:
+        return hit[1]
+    found = place(user_frame(stack))
+    if len(_SITES) >= _SITES_MAX:
+        _SITES.clear()
+    _SITES[id(stack)] = (stack, found)
+    return found
+
+
+_SITES: dict[int, tuple[Stack, str]] = {}
+_SITES_MAX = 1 << 14
 
 
 def waited_on(stack: Stack) -> str:

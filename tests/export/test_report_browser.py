@@ -127,8 +127,8 @@ def test_report_renders_in_chromium(
     """The report of a real trace loads with no console or page error and no
     request but the file itself; the timeline canvas is drawn (not blank,
     in several colours), there is one histogram per task type, one table
-    row per coroutine function and per loop, one entry per stall; zooming
-    narrows the shown time range."""
+    row per coroutine function and per loop, one entry per stall, the
+    findings first; zooming narrows the shown time range."""
     data = build_report_data(rich_trace, title="rich.trace")
     path = tmp_path / "report.html"
     path.write_text(render_report(data), encoding="utf-8")
@@ -155,6 +155,12 @@ def test_report_renders_in_chromium(
         # Loops busy, executor work, tasks, running coroutines and the stall
         # are all drawn, each in its colour.
         assert all(n > 0 for n in ink["kinds"].values()), ink
+
+        # The findings open the page: the stall's blocking call first.
+        findings = page.locator("#findings li.finding")
+        assert data["findings"] and data["findings"][0]["kind"] == "blocking"
+        assert findings.count() == min(10, len(data["findings"]))
+        assert data["findings"][0]["summary"] in findings.first.inner_text()
 
         histograms = page.locator("#task-histograms .histogram")
         assert histograms.count() == len(data["tasks"]) == 2

@@ -12,6 +12,7 @@ from .._findings import Rule
 
 def all_rules() -> list[Rule]:
     """A new instance of every rule, in the order their sections show."""
+    from ._activity import Activity
     from .blocking import BlockingRule
     from .executors import ExecutorRule
     from .gc import GCRule
@@ -21,10 +22,12 @@ def all_rules() -> list[Rule]:
     from .routes import RouteRule
     from .wakeups import LostWakeupRule
 
+    activity = Activity()  # the waits of each coroutine, for locks and queues
     return [
+        activity,
         BlockingRule(),
-        LockRule(),
-        QueueRule(),
+        LockRule(activity),
+        QueueRule(activity),
         LostWakeupRule(),
         PendingRule(),
         ExecutorRule(),

@@ -6,17 +6,26 @@ from __future__ import annotations
 from collections import deque
 
 from ...reader import Stack
-from .._findings import Facts, Wait, site, waited_on
+from .._findings import Facts, Rule, Wait, site, waited_on
 
 RECENT = 32
 """Waits remembered per coroutine."""
 
 
-class Activity:
-    """Activity remembers each live coroutine's last few waits."""
+class Activity(Rule):
+    """Activity remembers each live coroutine's last few waits. One instance
+    serves the rules that ask (locks, queues); it runs before them."""
 
     def __init__(self) -> None:
         self._recent: dict[int, deque[tuple[int, int, str, Stack]]] = {}
+
+    def on_wait(self, w: Wait, facts: Facts) -> None:
+        """Remembers a wait that ended."""
+        self.add(w)
+
+    def on_end(self, cid: int, t: int, reason: str, facts: Facts) -> None:
+        """Forgets a coroutine that ended."""
+        self._recent.pop(cid, None)
 
     def add(self, w: Wait) -> None:
         """Remembers a wait that ended."""
@@ -24,10 +33,6 @@ class Activity:
         if q is None:
             q = self._recent[w.coro] = deque(maxlen=RECENT)
         q.append((w.start, w.end, w.reason, w.stack))
-
-    def drop(self, cid: int) -> None:
-        """Forgets a coroutine that ended."""
-        self._recent.pop(cid, None)
 
     def since(self, cid: int, where: str, t0: int, t1: int) -> int:
         """When ``cid`` last finished waiting at the site ``where`` between

@@ -269,12 +269,13 @@ class BlockingRule(Rule):
         self._busy_ns += duration
         # Missing: the coroutine's first step; None: a step after a yield.
         b = self._before.pop(s.coro, _FIRST)
-        began = "a yield" if b is None else site(b)
         if s.ended == "yield":
             self._before[s.coro] = None
         if duration < LONG_STEP_NS:
-            self._drop(s.loop, s.end)
+            if self._samples.get(s.loop):
+                self._drop(s.loop, s.end)
             return
+        began = "a yield" if b is None else site(b)
         stall = False
         st = self._stalls.get(s.loop)
         if st is not None and s.start - _MS <= st[0] <= s.end:

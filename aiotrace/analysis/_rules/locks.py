@@ -30,13 +30,12 @@ class LockRule(Rule):
     """LockRule finds locks (and semaphores, barriers, capacity limiters)
     that coroutines waited long for, named by the line that acquires them."""
 
-    def __init__(self) -> None:
+    def __init__(self, activity: Activity) -> None:
         self._locks: dict[str, _Lock] = {}
-        self._activity = Activity()
+        self._activity = activity  # fed by the pass before this rule
         self._lib: dict[str, str] = {}
 
     def on_wait(self, w: Wait, facts: Facts) -> None:
-        self._activity.add(w)
         if w.reason != "lock":
             return
         lib = waited_on(w.stack)
@@ -59,9 +58,6 @@ class LockRule(Rule):
             lk.holders[w.waker] = lk.holders.get(w.waker, 0) + w.end - held
             for what, ns in self._activity.during(w.waker, held, w.end).items():
                 lk.held_over[what] = lk.held_over.get(what, 0) + ns
-
-    def on_end(self, cid: int, t: int, reason: str, facts: Facts) -> None:
-        self._activity.drop(cid)
 
     def finish(self, facts: Facts) -> tuple[list[Finding], list[Section]]:
         found = []

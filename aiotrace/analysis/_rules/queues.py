@@ -33,13 +33,12 @@ class QueueRule(Rule):
     names the consumer whose ``get`` let them go on. A consumer waiting in
     ``get`` on an empty queue is idle, not a fault."""
 
-    def __init__(self) -> None:
+    def __init__(self, activity: Activity) -> None:
         self._queues: dict[str, _Queue] = {}
-        self._activity = Activity()
+        self._activity = activity  # fed by the pass before this rule
         self._gets: dict[int, str] = {}  # consumer -> the site of its last get
 
     def on_wait(self, w: Wait, facts: Facts) -> None:
-        self._activity.add(w)
         if w.reason != "queue":
             return
         lib = waited_on(w.stack)
@@ -67,7 +66,6 @@ class QueueRule(Rule):
                     q.consumers_did[what] = q.consumers_did.get(what, 0) + ns
 
     def on_end(self, cid: int, t: int, reason: str, facts: Facts) -> None:
-        self._activity.drop(cid)
         self._gets.pop(cid, None)
 
     def finish(self, facts: Facts) -> tuple[list[Finding], list[Section]]:
