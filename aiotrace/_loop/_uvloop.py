@@ -4,7 +4,9 @@
 be overridden on the class. ``create_task`` hands the task a thin proxy of
 the coroutine: the task drives the proxy, and the proxy records each step
 (``send``/``throw``) and how it ended. ``call_soon`` sees wakeups, as with
-stock asyncio: C futures schedule their callbacks through it. uvloop's idle
+stock asyncio: C futures schedule their callbacks through it.
+``run_in_executor`` runs the call in an "executor" range, as on asyncio's
+loops. uvloop's idle
 time is not visible: its loops stay RUNNING from ``run_forever`` to its end.
 """
 
@@ -14,12 +16,13 @@ import asyncio
 import collections.abc
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .._format.spec import C, ResourceKind
 from .._recorder import clock
 from ._labels import coroutine_label
-from ._reasons import Classifier
+from ._reasons import EXECUTOR, Classifier
 from ._state import Hooks, ThreadState
 
 _CREATE = C["CoroCreate"]
@@ -36,7 +39,7 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
     uvloop = sys.modules.get("uvloop")
     if uvloop is None:
         return
-    from ._asyncio import TASK_TYPES
+    from ._asyncio import TASK_TYPES, _ExecutorCall
 
     Loop = uvloop.Loop
     classifier = Classifier(TASK_TYPES, stacks=block_stacks)
@@ -163,7 +166,11 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
                     cid = ids.get(id(task))
                     if cid is not None:
                         ts = h.thread_state()
-                        if args[0].cancelled():
+                        if not ts.cur and not self.is_running():
+                            # Its runner (asyncio.run cancelling what is
+                            # left at shutdown), as on asyncio's loops.
+                            reason = "loop"
+                        elif args[0].cancelled():
                             reason = "cancel"
                         else:
                             reason = "coroutine" if ts.cur else "loop"
@@ -171,6 +178,23 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
             except Exception as exc:
                 h.fail("Loop.call_soon", exc)
         return orig_call_soon(self, callback, *args, context=context)
+
+    orig_run_in_executor = Loop.run_in_executor
+
+    def run_in_executor(self: Any, executor: Any, func: Any, *args: Any) -> Any:
+        if (
+            not callable(func)
+            or asyncio.iscoroutinefunction(func)
+            or not (executor is None or isinstance(executor, ThreadPoolExecutor))
+        ):
+            # A process pool must pickle func; a coroutine function is refused.
+            return orig_run_in_executor(self, executor, func, *args)
+        fut = orig_run_in_executor(self, executor, _ExecutorCall(h, func), *args)
+        try:
+            fut._aiotrace_reason = EXECUTOR
+        except Exception as exc:
+            h.fail("Loop.run_in_executor", exc)
+        return fut
 
     orig_run_forever = Loop.run_forever
 
@@ -195,6 +219,7 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
     h.patch(Loop, "create_task", create_task)
     h.patch(Loop, "call_soon", call_soon)
     h.patch(Loop, "run_forever", run_forever)
+    h.patch(Loop, "run_in_executor", run_in_executor)
     h.patch(Loop, "close", close)
 
 

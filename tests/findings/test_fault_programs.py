@@ -229,3 +229,35 @@ def test_slow_route_trace_validates(tmp_path: Path) -> None:
     run = _cli("run", "-q", "-o", str(trace), str(FAULTS / "slow_route.py"))
     assert run.returncode == 0, run.stderr
     assert _invalid(trace) == []
+
+
+UVLOOP = """
+import runpy, sys
+import uvloop
+
+uvloop.install()
+sys.argv = [{program!r}]
+runpy.run_path({program!r}, run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize(
+    "case",
+    [c for c in CASES if c.needs is None],
+    ids=lambda c: c.program.removesuffix(".py"),
+)
+def test_the_findings_name_the_culprit_on_uvloop(case: Case, tmp_path: Path) -> None:
+    """The same, with each program run on uvloop (``uvloop.install()``)."""
+    pytest.importorskip("uvloop")
+    trace = tmp_path / "prog.trace"
+    script = tmp_path / "on_uvloop.py"
+    script.write_text(UVLOOP.format(program=str(FAULTS / case.program)))
+    run = _cli("run", "-o", str(trace), str(script))
+    assert run.returncode == 0, run.stderr
+    stats = _cli("stats", str(trace))
+    assert stats.returncode == 0, stats.stderr
+    found = problems(case, stats.stdout) + _invalid(trace)
+    shown = "\n".join(findings_block(stats.stdout))
+    assert not found, (
+        "\n".join(found) + f"\n--- Findings block of {case.program}:\n{shown}"
+    )
