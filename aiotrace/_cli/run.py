@@ -413,6 +413,8 @@ def _findings(path: str, written: int) -> str:
         diagnosis = diagnose(path)
     except (OSError, TraceError) as exc:
         return f"aiotrace: no findings: the trace could not be read back ({exc})"
+    if not diagnosis.findings:
+        return ""  # the summary below says what there is to say
     return format_findings(diagnosis, top=5, prefix="aiotrace: ").rstrip("\n")
 
 
