@@ -59,6 +59,11 @@ def _is_runpy(filename: str) -> bool:
     return filename == "<frozen runpy>" or filename.endswith(os.sep + "runpy.py")
 
 
+BY_OBJECT_MAX = 1 << 16
+"""Most stack objects ``Encoder.stack_id`` knows by identity per generation
+(stacks made afresh for each event fill it, and are then keyed by frames)."""
+
+
 def _user_frames(stack: Any) -> list[Any]:
     """The frames of ``stack`` without aiotrace's own machinery: the hooks
     wrapped around the event loop's methods, and the frames of ``aiotrace
@@ -97,6 +102,7 @@ class Encoder:
         self._strings: dict[str, int] = {}
         self._stacks: dict[Any, int] = {}
         self._stack_refs: list[Any] = []
+        self._by_object: dict[int, tuple[Any, int]] = {}  # id(stack) -> kid
         self._new_strings: list[str] = []
         self._new_stacks: list[list[Any]] = []
         self._threads_seen: set[int] = set()
@@ -181,6 +187,19 @@ class Encoder:
         """Returns the id of a stack in this generation (0 for none), defining it."""
         if not stack:
             return 0
+        # The same stack object again (a wait's site, cached by the hooks):
+        # its id, without keying its frames. The entry holds the stack, so
+        # its id stays its own for the generation.
+        hit = self._by_object.get(id(stack))
+        if hit is not None:
+            return hit[1]
+        kid = self._stack_key_id(stack)
+        if len(self._by_object) < BY_OBJECT_MAX:
+            self._by_object[id(stack)] = (stack, kid)
+        return kid
+
+    def _stack_key_id(self, stack: Any) -> int:
+        """``stack_id`` by the stack's frames."""
         # Keyed by the identity of each frame's code object: hashing a code
         # object hashes its bytecode, 5-40 us per frame on 3.12+. The ids stay
         # valid because _stack_refs keeps the stacks alive for the generation.
@@ -221,6 +240,7 @@ class Encoder:
         self._strings.clear()
         self._stacks.clear()
         self._stack_refs.clear()
+        self._by_object.clear()
         self._new_strings.clear()
         self._new_stacks.clear()
         self._threads_seen.clear()
