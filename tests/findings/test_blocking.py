@@ -10,36 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from findings_cli import PROGRAMS, marked_line, run_traced
 
 from aiotrace.analysis import diagnose
 from aiotrace.analysis._findings import Finding
 
-PROGRAMS = Path(__file__).parent / "programs"
-
-
-def _line(program: str, mark: str) -> int:
-    """The line of ``program`` that carries ``# mark: <mark>``."""
-    text = (PROGRAMS / program).read_text().splitlines()
-    return next(i for i, line in enumerate(text, 1) if f"# mark: {mark}" in line)
-
 
 def _trace(program: str, tmp_path: Path) -> Path:
-    out = tmp_path / (Path(program).stem + ".trace")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "aiotrace",
-            "run",
-            "-o",
-            str(out),
-            str(PROGRAMS / program),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return out
+    return run_traced(PROGRAMS / program, tmp_path / (Path(program).stem + ".trace"))
 
 
 def _blocking(trace: Path) -> list[Finding]:
@@ -58,12 +36,12 @@ def test_steps_under_the_threshold_that_add_up_are_named(tmp_path: Path) -> None
     found = _blocking(_trace(program, tmp_path))
     assert len(found) == 1, _text(found)
     (f,) = found
-    assert f.where.endswith(f"{program}:{_line(program, 'culprit')})"), f
+    assert f.where.endswith(f"{program}:{marked_line(program, 'culprit')})"), f
     assert f.summary.startswith("blocking call in load_config ("), f.summary
     assert "coroutine handler" in f.summary
     assert f.evidence["steps"] >= 8  # a loaded machine may merge none, split none
-    assert f"{program}:{_line(program, 'caller')}" in f.detail
-    assert f"{program}:{_line(program, 'began')}" in f.detail
+    assert f"{program}:{marked_line(program, 'caller')}" in f.detail
+    assert f"{program}:{marked_line(program, 'began')}" in f.detail
     assert "patient" not in _text(found)
 
 
@@ -79,7 +57,7 @@ def test_stats_names_the_blocking_call(tmp_path: Path) -> None:
         timeout=60,
     ).stdout
     assert "blocking call in load_config" in text, text
-    assert f"{program}:{_line(program, 'culprit')}" in text
+    assert f"{program}:{marked_line(program, 'culprit')}" in text
 
 
 def test_a_stall_and_a_stalling_callback_are_named(tmp_path: Path) -> None:
@@ -91,11 +69,11 @@ def test_a_stall_and_a_stalling_callback_are_named(tmp_path: Path) -> None:
     text = _text(found)
     step = [f for f in found if "checksum" in f.summary and "upload" in f.summary]
     assert len(step) == 1, text
-    assert f"{program}:{_line(program, 'culprit')}" in step[0].where
+    assert f"{program}:{marked_line(program, 'culprit')}" in step[0].where
     assert "loop stall" in step[0].detail
     callback = [f for f in found if "flush_metrics" in f.summary]
     assert len(callback) == 1, text
-    assert callback[0].where.endswith(f"{program}:{_line(program, 'callback')})")
+    assert callback[0].where.endswith(f"{program}:{marked_line(program, 'callback')})")
     assert "offloaded" not in text
 
 
@@ -121,7 +99,9 @@ def test_a_library_call_is_named_at_the_programs_line(tmp_path: Path) -> None:
     found = _blocking(_trace(program, tmp_path))
     text = _text(found)
     assert len(found) == 1, text
-    assert found[0].where.endswith(f"{program}:{_line(program, 'culprit')})"), text
+    assert found[0].where.endswith(f"{program}:{marked_line(program, 'culprit')})"), (
+        text
+    )
     assert "urlopen" in found[0].detail
     assert "fetch_async" not in text
 
@@ -134,7 +114,9 @@ def test_a_call_just_under_the_threshold_is_named(tmp_path: Path) -> None:
     found = _blocking(_trace(program, tmp_path))
     text = _text(found)
     assert len(found) == 1, text
-    assert found[0].where.endswith(f"{program}:{_line(program, 'culprit')})"), text
+    assert found[0].where.endswith(f"{program}:{marked_line(program, 'culprit')})"), (
+        text
+    )
     assert "idle" not in text
 
 

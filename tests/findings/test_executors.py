@@ -3,36 +3,22 @@ reports while quick lookups queue, beside a busy but never full pool."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from findings_cli import PACKAGE, PROGRAMS, cli
 
-import aiotrace
 from aiotrace.analysis._diagnose import diagnose
 from aiotrace.analysis._findings import Diagnosis
 from aiotrace.reader import EventKind, read_events
 
-PROGRAMS = Path(__file__).resolve().parent / "programs"
-PACKAGE = str(Path(aiotrace.__file__).resolve().parent)
 QUEUED = "/executor/queued:seconds"
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "aiotrace", *args],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")
 def trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("executor") / "prog.trace"
-    run = _cli("run", "-o", str(out), str(PROGRAMS / "executor_starved.py"))
+    run = cli("run", "-o", str(out), str(PROGRAMS / "executor_starved.py"))
     assert run.returncode == 0, run.stderr
     return out
 
@@ -96,7 +82,7 @@ def test_queue_times_are_inferred_without_the_metric(trace: Path) -> None:
 
 def test_aiotrace_stats_names_the_culprit(trace: Path) -> None:
     """``aiotrace stats`` shows the finding and the Executors section."""
-    stats = _cli("stats", str(trace))
+    stats = cli("stats", str(trace))
     assert stats.returncode == 0, stats.stderr
     text = stats.stdout
     block = text[text.index("Findings") :].split("\n\n", 1)[0]

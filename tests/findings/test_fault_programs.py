@@ -22,11 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-import aiotrace
+from findings_cli import PACKAGE, cli
 
 FAULTS = Path(__file__).resolve().parent.parent.parent / "examples" / "faults"
-PACKAGE = str(Path(aiotrace.__file__).resolve().parent)
 
 
 @dataclass(frozen=True)
@@ -130,16 +128,6 @@ def spans(program: Path, names: tuple[str, ...]) -> set[int]:
     return lines
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "aiotrace", *args],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-
-
 def problems(case: Case, findings: str) -> list[str]:
     """What is wrong with the Findings block of ``aiotrace stats`` text
     ``findings`` for ``case``, in words; empty when it names the culprit
@@ -178,9 +166,9 @@ def test_the_findings_name_the_culprit(case: Case, tmp_path: Path) -> None:
     if case.needs:
         pytest.importorskip(case.needs)
     trace = tmp_path / "prog.trace"
-    run = _cli("run", "-o", str(trace), str(FAULTS / case.program))
+    run = cli("run", "-o", str(trace), str(FAULTS / case.program))
     assert run.returncode == 0, run.stderr
-    stats = _cli("stats", str(trace))
+    stats = cli("stats", str(trace))
     assert stats.returncode == 0, stats.stderr
     found = problems(case, stats.stdout)
     if not (case.program == "slow_route.py" and EAGER_AIOHTTP):
@@ -226,7 +214,7 @@ def test_slow_route_trace_validates(tmp_path: Path) -> None:
     """The aiohttp fault program's trace validates."""
     pytest.importorskip("aiohttp")
     trace = tmp_path / "prog.trace"
-    run = _cli("run", "-q", "-o", str(trace), str(FAULTS / "slow_route.py"))
+    run = cli("run", "-q", "-o", str(trace), str(FAULTS / "slow_route.py"))
     assert run.returncode == 0, run.stderr
     assert _invalid(trace) == []
 
@@ -252,9 +240,9 @@ def test_the_findings_name_the_culprit_on_uvloop(case: Case, tmp_path: Path) -> 
     trace = tmp_path / "prog.trace"
     script = tmp_path / "on_uvloop.py"
     script.write_text(UVLOOP.format(program=str(FAULTS / case.program)))
-    run = _cli("run", "-o", str(trace), str(script))
+    run = cli("run", "-o", str(trace), str(script))
     assert run.returncode == 0, run.stderr
-    stats = _cli("stats", str(trace))
+    stats = cli("stats", str(trace))
     assert stats.returncode == 0, stats.stderr
     found = problems(case, stats.stdout) + _invalid(trace)
     shown = "\n".join(findings_block(stats.stdout))

@@ -3,32 +3,17 @@ garbage beside an innocent heartbeat; and a program that makes little."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from findings_cli import PACKAGE, PROGRAMS, cli
 
-import aiotrace
 from aiotrace.analysis._diagnose import diagnose
-
-PROGRAMS = Path(__file__).resolve().parent / "programs"
-PACKAGE = str(Path(aiotrace.__file__).resolve().parent)
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "aiotrace", *args],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
 
 
 def _trace(tmp: pytest.TempPathFactory, program: str) -> Path:
     out = tmp.mktemp(program) / "prog.trace"
-    run = _cli("run", "-o", str(out), str(PROGRAMS / f"{program}.py"))
+    run = cli("run", "-o", str(out), str(PROGRAMS / f"{program}.py"))
     assert run.returncode == 0, run.stderr
     return out
 
@@ -70,7 +55,7 @@ def test_the_section_gives_each_generation(trace: Path) -> None:
 
 def test_aiotrace_stats_names_the_culprit(trace: Path) -> None:
     """``aiotrace stats`` shows the GC finding and the GC section."""
-    stats = _cli("stats", str(trace))
+    stats = cli("stats", str(trace))
     assert stats.returncode == 0, stats.stderr
     text = stats.stdout
     block = text[text.index("Findings") :].split("\n\n", 1)[0]

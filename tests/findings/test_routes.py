@@ -10,38 +10,18 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from findings_cli import PROGRAMS, run_traced
 
 from aiotrace.analysis._diagnose import diagnose
 from aiotrace.analysis._findings import Diagnosis, Finding, format_findings
 
-PROGRAMS = Path(__file__).resolve().parent / "programs"
-
 
 def traced(program: str, tmp: Path) -> Diagnosis:
     """Runs ``program`` under ``aiotrace run``; returns its trace's diagnosis."""
-    out = tmp / f"{program}.trace"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "aiotrace",
-            "run",
-            "-o",
-            str(out),
-            str(PROGRAMS / program),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return diagnose(out)
+    return diagnose(run_traced(PROGRAMS / program, tmp / f"{program}.trace"))
 
 
 def routes(d: Diagnosis) -> list[Finding]:

@@ -5,39 +5,17 @@ each with an innocent look-alike that must not be named."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
+
+from findings_cli import PROGRAMS, marked_line, run_traced
 
 from aiotrace.analysis import diagnose
 from aiotrace.analysis._findings import Finding
 from aiotrace.reader import Reader, validate
 
-PROGRAMS = Path(__file__).parent / "programs"
-
-
-def _line(program: str, mark: str) -> int:
-    text = (PROGRAMS / program).read_text().splitlines()
-    return next(i for i, line in enumerate(text, 1) if f"# mark: {mark}" in line)
-
 
 def _found(program: str, tmp_path: Path, kind: str) -> list[Finding]:
-    out = tmp_path / (Path(program).stem + ".trace")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "aiotrace",
-            "run",
-            "-q",
-            "-o",
-            str(out),
-            str(PROGRAMS / program),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    out = run_traced(PROGRAMS / program, tmp_path / (Path(program).stem + ".trace"))
     with open(out, "rb") as f:
         assert validate(Reader(f)) == []
     return [f for f in diagnose(out).findings if f.kind == kind]
@@ -57,10 +35,10 @@ def test_lock_contention_names_the_lock_its_holder_and_what_it_awaited(
     found = _found(program, tmp_path, "lock")
     assert len(found) == 1, _text(found)
     (f,) = found
-    acquire = f"{program}:{_line(program, 'acquire')}"
+    acquire = f"{program}:{marked_line(program, 'acquire')}"
     assert f.where.startswith("worker (") and f.where.endswith(f"{acquire})"), f
     assert f.summary.startswith("lock contention: worker (coroutines"), f.summary
-    assert f"fetch ({PROGRAMS / program}:{_line(program, 'fetch')})" in f.detail
+    assert f"fetch ({PROGRAMS / program}:{marked_line(program, 'fetch')})" in f.detail
     assert f.evidence["waits"] >= 4 and len(f.evidence["waiters"]) >= 4
     # Four waiters queued 100-400 ms each behind 100 ms holds.
     assert f.cost_ns >= 4 * 100_000_000 * 0.9, f.cost_ns
@@ -76,9 +54,9 @@ def test_queue_backpressure_names_the_slow_consumer(tmp_path: Path) -> None:
     assert len(found) == 1, _text(found)
     (f,) = found
     assert "the slow consumer is slow_consumer" in f.summary, f.summary
-    assert f.where.endswith(f"{program}:{_line(program, 'put')})"), f.where
-    assert f"{program}:{_line(program, 'get')}" in f.detail, f.detail
-    assert f"{program}:{_line(program, 'work')}" in f.detail, f.detail
+    assert f.where.endswith(f"{program}:{marked_line(program, 'put')})"), f.where
+    assert f"{program}:{marked_line(program, 'get')}" in f.detail, f.detail
+    assert f"{program}:{marked_line(program, 'work')}" in f.detail, f.detail
     assert f.evidence["consumer_names"] == ["slow_consumer"]
     assert "idle_consumer" not in _text(found)
     # Nor is the idle consumer pending work: main cancels it itself.
@@ -94,7 +72,7 @@ def test_lost_wakeup_names_the_condition_and_the_notifier(tmp_path: Path) -> Non
     found = _found(program, tmp_path, "lost-wakeup")
     assert len(found) == 1, _text(found)
     (f,) = found
-    assert f.where.endswith(f"{program}:{_line(program, 'wait')})"), f.where
+    assert f.where.endswith(f"{program}:{marked_line(program, 'wait')})"), f.where
     assert f.evidence["timed_out"] == 2, f.evidence
     assert "Condition.wait" in f.summary and "notify_all()" in f.detail
     assert "notify() by announcer" in f.summary, f.summary
@@ -113,7 +91,7 @@ def test_pending_work_names_what_was_left_waiting(tmp_path: Path) -> None:
     assert set(by_name) == {"orphan", "lingering"}, text
     for name, f in by_name.items():
         assert f.evidence["state"] == "cancelled", f
-        assert f.where.endswith(f"{program}:{_line(program, name)})"), f.where
+        assert f.where.endswith(f"{program}:{marked_line(program, name)})"), f.where
         assert "cancelled at shutdown" in f.summary
         assert f.evidence["waited_ns"] >= 300_000_000 * 0.9
     assert "Event.wait" in by_name["orphan"].summary
