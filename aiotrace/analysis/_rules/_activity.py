@@ -7,6 +7,7 @@ from collections import deque
 
 from ...reader import Stack
 from .._findings import Facts, Rule, Wait, site, waited_on
+from .._format import format_duration
 
 RECENT = 32
 """Waits remembered per coroutine."""
@@ -86,3 +87,8 @@ def names(facts: Facts, cids: dict[int, int], n: int = 3) -> str:
         shown = ", ".join(str(i) for i in ids[:4]) + (" ..." if len(ids) > 4 else "")
         parts.append(f"{name} (coroutine{'s' if len(ids) > 1 else ''} {shown})")
     return ", ".join(parts)
+
+
+def listed(items: list[tuple[str, int]]) -> str:
+    """``what (12 ms); other (3 ms)``: waits and their time, for evidence."""
+    return "; ".join(f"{what} ({format_duration(ns)})" for what, ns in items)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from .._findings import Facts, Finding, Rule, Section, Wait, site, waited_on
 from .._format import format_duration
-from ._activity import Activity, names, top
+from ._activity import Activity, listed, names, top
 
 MIN_TOTAL_NS = 50_000_000
 """Waiting behind one lock below this, in all, is not a finding."""
@@ -83,10 +83,7 @@ class LockRule(Rule):
                 )
             parts = [f"waiters: {names(facts, lk.waiters)}"]
             if held:
-                parts.append(
-                    "the holders, holding it, awaited "
-                    + "; ".join(f"{what} ({format_duration(ns)})" for what, ns in held)
-                )
+                parts.append("the holders, holding it, awaited " + listed(held))
             found.append(
                 Finding(
                     kind="lock",

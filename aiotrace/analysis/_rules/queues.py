@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from .._findings import Facts, Finding, Rule, Section, Wait, site, waited_on
 from .._format import format_duration
-from ._activity import Activity, names, top
+from ._activity import Activity, listed, names, top
 
 MIN_TOTAL_NS = 50_000_000
 """Producers blocked below this, in all, on one queue is not a finding."""
@@ -92,10 +92,7 @@ class QueueRule(Rule):
                 parts.append(f"the consumer gets at {sites[0][0]}")
             did = top(q.consumers_did, 2)
             if did:
-                parts.append(
-                    "and between gets awaited "
-                    + "; ".join(f"{what} ({format_duration(ns)})" for what, ns in did)
-                )
+                parts.append("and between gets awaited " + listed(did))
             found.append(
                 Finding(
                     kind="queue",
