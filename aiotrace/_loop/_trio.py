@@ -319,20 +319,23 @@ def _instrument_class(trio: Any) -> Any:
 
         def _reason(self, task: Any) -> str:
             reasons = self._reasons
+            by_id = reasons.ids  # code objects by id: hashing one is slow
             x = task.coro
             for _ in range(64):
                 code = getattr(x, "cr_code", None)
                 if code is not None:
-                    found = reasons.get(code)
-                    if found is not None:
+                    r = by_id.get(id(code))
+                    found = reasons[code] if r is None else r
+                    if found:
                         return found
                     x = x.cr_await
                     continue
                 code = getattr(x, "gi_code", None)
                 if code is None:
                     break
-                found = reasons.get(code)
-                if found is not None:
+                r = by_id.get(id(code))
+                found = reasons[code] if r is None else r
+                if found:
                     return found
                 x = x.gi_yieldfrom
             return COROUTINE if x is None else FUTURE
