@@ -11,9 +11,10 @@ stall. The loop hooks publish, per thread, when the running step began
   0.1 s) is a long step: it is sampled once per look, and the samples go
   into the trace at once. So a step that blocks for less than the
   threshold (10 steps of 50 ms, each no stall) still has the line where
-  its time went; only long steps pay for it. A long step whose thread
-  waited for a CPU half the time since the watchdog's first reading in it
-  (Linux) is not sampled: the OS made it long, not its line.
+  its time went; only long steps pay for it. A long step that has taken
+  less than half that threshold of its own time (not waiting for a CPU)
+  since the watchdog's first reading in it (Linux) is not sampled: the OS
+  made it long, not its line.
 - A step older than the threshold is a stall: the watchdog records a "loop
   stall" range that begins at the step's start, then one sample every
   ``STALL_TICK`` for as long as the stall lasts.
@@ -266,11 +267,17 @@ class Watchdog:
         reading = self._cpu.get(ts.ident)
         if reading is not None and reading[0] == t0:
             stat = self._stat(ts)
-            # The OS kept the loop thread waiting for a CPU half the time
-            # since the step began, or more: its length is the OS's doing,
-            # and a sample would blame the line it happened to be at.
-            if stat is not None and 2 * (stat[1] - reading[3]) >= clock() - reading[1]:
-                return
+            # Since the watchdog's first reading in the step, the time the
+            # step itself took (on a CPU, or blocked in a call) is what it
+            # did not spend waiting for a CPU. Under half the long-step
+            # threshold, the OS made the step long, and a sample would blame
+            # the line it happened to be at; a slow call is sampled however
+            # loaded the machine (a CPU-bound step waiting half the time
+            # for a CPU still takes its own time).
+            if stat is not None:
+                own = clock() - reading[1] - (stat[1] - reading[3])
+                if own < self._long_ns // 2:
+                    return
         sample = self._sample(ts)
         if sample is not None and ts.t0 == t0:  # not taken after the step
             self._hooks.thread_state().events.append(sample)
