@@ -430,23 +430,9 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
 
     # run_in_executor: executor ranges, and a reason for awaiting the future.
 
-    orig_run_in_executor = base_events.BaseEventLoop.run_in_executor
-
-    def run_in_executor(self: Any, executor: Any, func: Any, *args: Any) -> Any:
-        pool = self._default_executor if executor is None else executor
-        if (
-            not callable(func)
-            or asyncio.iscoroutinefunction(func)
-            or not isinstance(pool, ThreadPoolExecutor | None)
-        ):
-            # A process pool must pickle func; a coroutine function is refused.
-            return orig_run_in_executor(self, executor, func, *args)
-        fut = orig_run_in_executor(self, executor, _ExecutorCall(h, func), *args)
-        try:
-            fut._aiotrace_reason = EXECUTOR  # type: ignore[attr-defined]
-        except Exception as exc:
-            h.fail("BaseEventLoop.run_in_executor", exc)
-        return fut
+    run_in_executor = traced_run_in_executor(
+        h, base_events.BaseEventLoop.run_in_executor, "BaseEventLoop.run_in_executor"
+    )
 
     orig_threadsafe = base_events.BaseEventLoop.call_soon_threadsafe
 
@@ -543,6 +529,33 @@ class _Selector:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
+
+
+def traced_run_in_executor(
+    h: Hooks, orig: Callable[..., Any], name: str
+) -> Callable[..., Any]:
+    """``orig`` (a loop's ``run_in_executor``) running each call of a thread
+    pool in an ``_ExecutorCall``, its future marked as an executor wait."""
+
+    def run_in_executor(self: Any, executor: Any, func: Any, *args: Any) -> Any:
+        pool = (
+            getattr(self, "_default_executor", None) if executor is None else executor
+        )
+        if (
+            not callable(func)
+            or asyncio.iscoroutinefunction(func)
+            or not isinstance(pool, ThreadPoolExecutor | None)
+        ):
+            # A process pool must pickle func; a coroutine function is refused.
+            return orig(self, executor, func, *args)
+        fut = orig(self, executor, _ExecutorCall(h, func), *args)
+        try:
+            fut._aiotrace_reason = EXECUTOR
+        except Exception as exc:
+            h.fail(name, exc)
+        return fut
+
+    return run_in_executor
 
 
 class _ExecutorCall:

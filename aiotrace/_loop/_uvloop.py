@@ -16,13 +16,12 @@ import asyncio
 import collections.abc
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .._format.spec import C, ResourceKind
 from .._recorder import clock
 from ._labels import coroutine_label
-from ._reasons import EXECUTOR, Classifier
+from ._reasons import Classifier
 from ._state import Hooks, ThreadState
 
 _CREATE = C["CoroCreate"]
@@ -39,7 +38,7 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
     uvloop = sys.modules.get("uvloop")
     if uvloop is None:
         return
-    from ._asyncio import TASK_TYPES, _ExecutorCall
+    from ._asyncio import TASK_TYPES, traced_run_in_executor
 
     Loop = uvloop.Loop
     classifier = Classifier(TASK_TYPES, stacks=block_stacks)
@@ -179,22 +178,9 @@ def install(h: Hooks, *, block_stacks: bool) -> None:
                 h.fail("Loop.call_soon", exc)
         return orig_call_soon(self, callback, *args, context=context)
 
-    orig_run_in_executor = Loop.run_in_executor
-
-    def run_in_executor(self: Any, executor: Any, func: Any, *args: Any) -> Any:
-        if (
-            not callable(func)
-            or asyncio.iscoroutinefunction(func)
-            or not (executor is None or isinstance(executor, ThreadPoolExecutor))
-        ):
-            # A process pool must pickle func; a coroutine function is refused.
-            return orig_run_in_executor(self, executor, func, *args)
-        fut = orig_run_in_executor(self, executor, _ExecutorCall(h, func), *args)
-        try:
-            fut._aiotrace_reason = EXECUTOR
-        except Exception as exc:
-            h.fail("Loop.run_in_executor", exc)
-        return fut
+    run_in_executor = traced_run_in_executor(
+        h, Loop.run_in_executor, "Loop.run_in_executor"
+    )
 
     orig_run_forever = Loop.run_forever
 

@@ -22,7 +22,7 @@ def all_rules() -> list[Rule]:
     from .routes import RouteRule
     from .wakeups import LostWakeupRule
 
-    activity = Activity()  # the waits of each coroutine, for locks and queues
+    activity = Activity()  # each coroutine's recent waits: locks, queues, routes
     return [
         activity,
         BlockingRule(),
@@ -32,5 +32,5 @@ def all_rules() -> list[Rule]:
         PendingRule(),
         ExecutorRule(),
         GCRule(),
-        RouteRule(),
+        RouteRule(activity),
     ]

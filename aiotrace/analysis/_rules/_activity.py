@@ -15,7 +15,7 @@ RECENT = 32
 
 class Activity(Rule):
     """Activity remembers each live coroutine's last few waits. One instance
-    serves the rules that ask (locks, queues); it runs before them."""
+    serves the rules that ask (locks, queues, routes); it runs before them."""
 
     def __init__(self) -> None:
         self._recent: dict[int, deque[tuple[int, int, str, Stack]]] = {}

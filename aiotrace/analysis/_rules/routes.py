@@ -14,14 +14,13 @@ moment of a request counts for one call at most.
 from __future__ import annotations
 
 import statistics
-from collections import deque
 from typing import Any, Final
 
-from ...reader import NO_COROUTINE, Event, EventKind, Stack
+from ...reader import NO_COROUTINE, Event, EventKind
 from .._dist import Distribution
-from .._findings import Facts, Finding, Rule, Section, Step, Wait
+from .._findings import Facts, Finding, Rule, Section, Step
 from .._format import _table, format_duration
-from ._activity import describe
+from ._activity import Activity
 
 SLOW_NS: Final = 50_000_000
 """A route is slow from this p90 on; faster ones are never named."""
@@ -45,8 +44,6 @@ _PHASES: Final = frozenset(
     {"http.client.queue", "http.client.dns", "http.client.connect"}
 )
 _CLIENT: Final = "http.client "
-RECENT_WAITS: Final = 64
-"""Waits remembered per coroutine, to tell what a request waited for."""
 _NOT_DOWNSTREAM: Final = frozenset({"gather", "coroutine"})
 """Waits that are the request's own work spread over coroutines, not a call."""
 _TASK_BEGIN, _TASK_END = EventKind.TASK_BEGIN, EventKind.TASK_END
@@ -138,12 +135,11 @@ class RouteRule(Rule):
     downstream call that dominates it, or a route much slower than the rest.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, activity: Activity) -> None:
         self.routes: dict[str, _Route] = {}
         self.tasks: dict[int, _Request] = {}
         self.open: dict[object, list[_Open]] = {}  # coroutine or thread -> regions
-        # coroutine -> its recent waits (start, end, reason, stack)
-        self._recent: dict[int, deque[tuple[int, int, str, Stack]]] = {}
+        self._activity = activity  # each coroutine's recent waits, shared
 
     kinds = frozenset((_REGION_BEGIN, _REGION_END, _TASK_BEGIN, _TASK_END, _LOG))
 
@@ -179,25 +175,13 @@ class RouteRule(Rule):
                 if log.category == "http.method":
                     req.route.http = True
 
-    def on_wait(self, w: Wait, facts: Facts) -> None:
-        """Remembers the coroutine's recent waits: at a request's end, those
-        of the coroutines that ran it tell what it waited for, and where
-        (the downstream call of a route without client regions)."""
-        if not self.tasks or w.reason in _NOT_DOWNSTREAM:
-            return
-        q = self._recent.get(w.coro)
-        if q is None:
-            q = self._recent[w.coro] = deque(maxlen=RECENT_WAITS)
-        q.append((w.start, w.end, w.reason, w.stack))
-
     def _waits(self, req: _Request, cids: set[int], end: int) -> None:
-        """Adds to ``req.waits`` the recent waits of ``cids`` within it."""
+        """Adds to ``req.waits`` what ``cids`` waited for within it (their
+        recent waits, as the shared ``Activity`` keeps them)."""
         for cid in cids:
-            for s, e, reason, stack in self._recent.get(cid, ()):
-                spent = min(e, end) - max(s, req.start)
-                if spent <= 0:
+            for what, spent in self._activity.during(cid, req.start, end).items():
+                if what.split(" ", 1)[0] in _NOT_DOWNSTREAM:
                     continue
-                what = describe(reason, stack)
                 if what in req.waits or len(req.waits) < MAX_CALLS:
                     req.waits[what] = req.waits.get(what, 0) + spent
 
@@ -210,9 +194,8 @@ class RouteRule(Rule):
                 req.held += s.end - max(s.start, req.start)
 
     def on_end(self, cid: int, t: int, reason: str, facts: Facts) -> None:
-        """Forgets the regions an ended coroutine left open, and its waits."""
+        """Forgets the regions an ended coroutine left open."""
         self.open.pop(cid, None)
-        self._recent.pop(cid, None)
 
     def _begin(self, ev: Event, facts: Facts) -> None:
         region = ev[6]
